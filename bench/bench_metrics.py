@@ -1,0 +1,159 @@
+"""Benchmark BSS Eval: mir_eval against the fast path of sgn.metrics (fast_bss_eval).
+
+The setting is MUSIC's (Sound-of-Pixels): N = 2 sources of 65535 samples at 11025 Hz.
+
+(a) time per call of ``bss_eval_sources`` and ``evaluate_mixture`` (median of ``--reps``
+    after a warm-up call);
+(b) throughput on ``--batch`` mixtures: a mir_eval loop, a fast loop, and the batched
+    fast path (numpy; torch on CPU; torch on CUDA when there is a GPU).
+
+Every fast result is checked against mir_eval's on the same mixtures (max |difference|).
+Prints markdown tables. Run: ``python bench/bench_metrics.py [--reps 5] [--batch 100]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import version
+
+import numpy as np
+import torch
+
+from sgn.metrics import bss_eval_sources, bss_eval_sources_batch, evaluate_mixture
+
+SAMPLE_RATE = 11025
+LENGTH = 65535  # Sound-of-Pixels' clip: about 6 s at 11025 Hz
+
+
+def make_mixtures(n_mix: int, n_src: int, length: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``[M, N, L]`` references and estimates (leakage, a short filter and noise);
+    run time does not depend on the content, only on the shapes."""
+    rng = np.random.default_rng(seed)
+    ref = rng.standard_normal((n_mix, n_src, length))
+    mixing = np.eye(n_src) + 0.3 * rng.uniform(-1, 1, (n_mix, n_src, n_src))
+    est = mixing @ ref + 0.3 * rng.standard_normal((n_mix, n_src, length))
+    est[..., 1:] += 0.4 * est[..., :-1]
+    return ref, est
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm-up: imports, FFT plans, thread pools
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def loop(ref, est, backend, compute_permutation):
+    """One ``bss_eval_sources`` call per mixture -> (sdr, sir, sar, perm), each ``[M, N]``."""
+    results = [
+        bss_eval_sources(r, e, backend=backend, compute_permutation=compute_permutation)
+        for r, e in zip(ref, est)
+    ]
+    return tuple(np.stack(x) for x in zip(*results))
+
+
+def max_diff(expected, actual) -> float:
+    """Largest |difference| in dB over the float arrays of two results (tuples or dicts)."""
+    if isinstance(expected, dict):
+        expected, actual = list(expected.values()), [actual[k] for k in expected]
+    return max(
+        float(np.max(np.abs(e - a))) for e, a in zip(expected, actual) if e.dtype.kind == "f"
+    )
+
+
+def print_machine(args) -> None:
+    print("## Machine\n")
+    print(f"- platform: {platform.platform()}, python {platform.python_version()}")
+    print(f"- cpu count: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    threads = {k: os.environ[k] for k in names if k in os.environ}
+    print(f"- thread settings: {threads or 'defaults'}")
+    print(f"- numpy {np.__version__}, torch {torch.__version__}, mir_eval {version('mir_eval')},"
+          f" fast_bss_eval {version('fast_bss_eval')}")
+    print(f"- cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    seconds = args.length / SAMPLE_RATE
+    print(f"- mixtures: N = {args.sources} sources x L = {args.length} samples"
+          f" ({seconds:.1f} s at {SAMPLE_RATE} Hz)\n")
+
+
+def per_call_table(ref, est, reps: int) -> None:
+    """Table (a): one mixture, mir_eval against fast, median seconds per call."""
+    mixture = ref.sum(axis=0)
+    calls = [  # (name, compute_permutation, the call given a backend)
+        ("bss_eval_sources", True, lambda b: bss_eval_sources(ref, est, backend=b)),
+        ("bss_eval_sources", False,
+         lambda b: bss_eval_sources(ref, est, backend=b, compute_permutation=False)),
+        # the evaluation loop's call: the estimates and the mixture as the estimate
+        ("evaluate_mixture", False, lambda b: evaluate_mixture(ref, est, mixture, backend=b)),
+    ]
+    print(f"## (a) One call (median of {reps})\n")
+    print("| call | compute_permutation | mir_eval (s) | fast (s) | speed-up | max abs diff (dB) |")
+    print("|---|---|---|---|---|---|")
+    for name, perm, call in calls:
+        t_mir = median_time(lambda: call("mir_eval"), reps)
+        t_fast = median_time(lambda: call("fast"), reps)
+        diff = max_diff(call("mir_eval"), call("fast"))
+        print(f"| {name} | {perm} | {t_mir:.3f} | {t_fast:.3f} | {t_mir / t_fast:.1f}x"
+              f" | {diff:.1e} |")
+
+
+def throughput_table(ref, est) -> None:
+    """Table (b): all mixtures, loops against the batched fast path, one timed run each."""
+    n_mix = len(ref)
+    ref_t, est_t = torch.from_numpy(ref), torch.from_numpy(est)
+    print(f"\n## (b) Throughput on {n_mix} mixtures (one timed run each)\n")
+    print("| method | compute_permutation | time (s) | mixtures/s | speed-up vs mir_eval"
+          " | max abs diff (dB) |")
+    print("|---|---|---|---|---|---|")
+    for perm in (True, False):
+        reference, t_mir = timed(lambda: loop(ref, est, "mir_eval", perm))
+        runs = {
+            "mir_eval loop": (reference, t_mir),
+            "fast loop (numpy)": timed(lambda: loop(ref, est, "fast", perm)),
+            "fast batched (numpy)": timed(
+                lambda: bss_eval_sources_batch(ref, est, compute_permutation=perm)
+            ),
+            "fast batched (torch, cpu)": timed(
+                lambda: bss_eval_sources_batch(ref_t, est_t, compute_permutation=perm)
+            ),
+        }
+        if torch.cuda.is_available():
+            ref_c, est_c = ref_t.cuda(), est_t.cuda()
+            bss_eval_sources_batch(ref_c[:2], est_c[:2], compute_permutation=perm)  # warm-up
+            runs["fast batched (torch, cuda)"] = timed(
+                lambda: bss_eval_sources_batch(ref_c, est_c, compute_permutation=perm, chunk_size=n_mix)
+            )
+        for name, (result, seconds) in runs.items():
+            print(f"| {name} | {perm} | {seconds:.2f} | {n_mix / seconds:.2f} | {t_mir / seconds:.1f}x"
+                  f" | {max_diff(reference, result):.1e} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="timed calls per cell of table (a)")
+    parser.add_argument("--batch", type=int, default=100, help="mixtures in table (b)")
+    parser.add_argument("--sources", type=int, default=2, help="N, sources per mixture")
+    parser.add_argument("--length", type=int, default=LENGTH, help="L, samples per source")
+    args = parser.parse_args()
+
+    print_machine(args)
+    ref, est = make_mixtures(max(args.batch, 1), args.sources, args.length)
+    per_call_table(ref[0], est[0], args.reps)
+    throughput_table(ref[:args.batch], est[:args.batch])
+
+
+if __name__ == "__main__":
+    main()

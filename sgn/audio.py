@@ -1,0 +1,247 @@
+"""Signal handling: the one place that reads, writes, resamples and transforms audio.
+
+Everything else in ``sgn`` calls these functions; nothing re-implements them.
+
+* I/O with ``soundfile`` (WAV/FLAC/OGG/MP3 by file suffix), writes atomic.
+* Resampling with ``soxr`` (high quality, deterministic).
+* STFT / inverse STFT with ``torch.stft`` / ``torch.istft`` (Hann window, centred frames),
+  described by :class:`STFTSpec`.
+* The log-frequency warp of Sound-of-Pixels (Zhao et al., ECCV 2018) and its inverse,
+  :class:`LogFrequencyWarp`: the network sees ``Fw`` log-spaced bins, evaluation
+  unwarps masks back to the ``F`` linear bins.
+
+torchaudio is deliberately not used: its Linux wheels on PyPI are CUDA builds that do
+not import next to the CPU torch, and its I/O moved to TorchCodec.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from sgn.utils import SGNError, atomic_path
+
+# A sample at or above this magnitude counts as clipped.
+CLIP_LEVEL = 0.999
+# Fraction of clipped samples above which a signal is called clipped (isolated peaks at
+# full scale are normal in mastered audio; runs of them are not).
+CLIPPED_FRACTION = 0.01
+
+
+def load_audio(
+    path: str | os.PathLike, sample_rate: int | None = None, *, mono: bool = True
+) -> tuple[np.ndarray, int]:
+    """Read an audio file as float32.
+
+    Args:
+        path: any format ``soundfile`` reads.
+        sample_rate: resample to this rate if given (soxr); ``None`` keeps the file's rate.
+        mono: average the channels.
+
+    Returns:
+        ``(wave, sample_rate)`` with ``wave`` of shape ``[L]`` (mono) or ``[channels, L]``.
+
+    Raises:
+        SGNError: the file is missing or not readable audio.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SGNError(f"{path}: audio file not found")
+    try:
+        wave, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise SGNError(f"{path}: not a readable audio file ({err})") from None
+    wave = wave.T  # [channels, L]
+    if mono:
+        wave = wave.mean(axis=0)
+    if sample_rate is not None and sample_rate != file_rate:
+        wave = resample(wave, file_rate, sample_rate)
+        file_rate = sample_rate
+    return np.ascontiguousarray(wave, dtype=np.float32), int(file_rate)
+
+
+def save_audio(
+    path: str | os.PathLike, wave: np.ndarray, sample_rate: int, *, subtype: str | None = None
+) -> Path:
+    """Write ``wave`` (``[L]`` or ``[channels, L]``, float in [-1, 1]) atomically.
+
+    The format follows the suffix (``.wav`` is 16-bit PCM unless ``subtype`` says
+    otherwise; ``.ogg`` is Vorbis; ``.mp3`` is MPEG layer III).
+
+    Raises:
+        SGNError: the signal holds NaN/Inf or exceeds full scale (it would clip).
+    """
+    path = Path(path)
+    wave = np.asarray(wave, dtype=np.float32)
+    if not np.all(np.isfinite(wave)):
+        raise SGNError(f"{path}: refusing to write audio containing NaN or Inf")
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak > 1.0:
+        raise SGNError(f"{path}: peak {peak:.3f} exceeds full scale; scale the signal before saving")
+    data = wave.T if wave.ndim == 2 else wave
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
+    if fmt is None:
+        raise SGNError(f"{path}: unsupported audio suffix (expected .wav, .flac, .ogg or .mp3)")
+    if subtype is None:
+        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[fmt]
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
+    return path
+
+
+def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Resample along the last axis with soxr (``[L]`` or ``[channels, L]``)."""
+    if orig_rate == target_rate:
+        return np.asarray(wave, dtype=np.float32)
+    wave = np.asarray(wave, dtype=np.float32)
+    # soxr wants [L] or [L, channels].
+    out = soxr.resample(wave.T, orig_rate, target_rate, quality="HQ")
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def check_audio(
+    wave: np.ndarray,
+    name: str,
+    *,
+    min_samples: int = 1,
+    allow_silent: bool = False,
+    allow_clipped: bool = True,
+) -> np.ndarray:
+    """Validate a waveform and return it; raise one clear :class:`SGNError` otherwise.
+
+    Args:
+        wave: ``[L]`` or ``[channels, L]``.
+        name: what to call the signal in the message (usually its file name).
+        min_samples: the shortest acceptable length.
+        allow_silent: accept an all-zero signal.
+        allow_clipped: accept a signal with more than 1% of samples at full scale.
+    """
+    wave = np.asarray(wave)
+    length = wave.shape[-1] if wave.ndim else 0
+    if length < min_samples:
+        raise SGNError(f"{name}: {length} samples, expected at least {min_samples}")
+    if not np.all(np.isfinite(wave)):
+        raise SGNError(f"{name}: contains NaN or Inf samples")
+    if not allow_silent and not np.any(wave):
+        raise SGNError(f"{name}: audio is silent (all samples are zero)")
+    if not allow_clipped:
+        clipped = float(np.mean(np.abs(wave) >= CLIP_LEVEL))
+        if clipped > CLIPPED_FRACTION:
+            raise SGNError(f"{name}: audio is clipped ({clipped:.1%} of samples at full scale)")
+    return wave
+
+
+@dataclass(frozen=True)
+class STFTSpec:
+    """One STFT configuration: Hann window of ``n_fft`` samples, hop ``hop``, centred frames.
+
+    The Sound-of-Pixels MUSIC setting is ``n_fft=1022, hop=256``: 512 bins, and 256
+    frames for a 65535-sample clip.
+    """
+
+    n_fft: int = 1022
+    hop: int = 256
+
+    @property
+    def n_bins(self) -> int:
+        """``F``, the number of linear frequency bins."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """``T`` for a waveform of ``n_samples`` samples (centred frames)."""
+        return n_samples // self.hop + 1
+
+    def _window(self, like: torch.Tensor) -> torch.Tensor:
+        dtype = like.real.dtype if like.is_complex() else like.dtype
+        return torch.hann_window(self.n_fft, device=like.device, dtype=dtype)
+
+    def stft(self, wave: torch.Tensor) -> torch.Tensor:
+        """Complex STFT: ``[..., L]`` -> ``[..., F, T]``."""
+        lead = wave.shape[:-1]
+        flat = wave.reshape(-1, wave.shape[-1])  # [B', L]
+        spec = torch.stft(
+            flat, self.n_fft, self.hop, window=self._window(flat), center=True, return_complex=True
+        )  # [B', F, T]
+        return spec.reshape(*lead, *spec.shape[-2:])
+
+    def istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
+        """Inverse STFT: ``[..., F, T]`` -> ``[..., L]`` with ``L = length``."""
+        lead = spec.shape[:-2]
+        flat = spec.reshape(-1, *spec.shape[-2:])  # [B', F, T]
+        wave = torch.istft(
+            flat, self.n_fft, self.hop, window=self._window(flat), center=True, length=length
+        )  # [B', L]
+        return wave.reshape(*lead, length)
+
+
+def magnitude_phase(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a complex spectrogram into magnitude and phase (same shape, real)."""
+    return spec.abs(), spec.angle()
+
+
+def from_magnitude_phase(magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """The complex spectrogram ``magnitude * exp(i phase)``."""
+    return torch.polar(magnitude, phase)
+
+
+def log_magnitude(magnitude: torch.Tensor, floor: float = 1e-10) -> torch.Tensor:
+    """Natural log of a magnitude spectrogram, floored so silence stays finite."""
+    return torch.log(magnitude.clamp_min(floor))
+
+
+class LogFrequencyWarp(torch.nn.Module):
+    """Resample the frequency axis between ``F`` linear and ``Fw`` log-spaced bins.
+
+    Sound-of-Pixels (Zhao et al., 2018) warps the 512-bin magnitude to 256 bins with
+    ``grid_sample`` on the grid ``y = (21 ** ((u + 1) / 2) - 11) / 10`` (``u`` uniform
+    in [-1, 1]); masks predicted on the warped axis are unwarped with the inverse map
+    ``u = 2 log(10 y + 11) / log(21) - 1``. The time axis is untouched, so the 2-D
+    bilinear ``grid_sample`` reduces to linear interpolation along frequency, which is
+    what this module does (for any leading shape).
+
+    Args:
+        n_linear: ``F``, linear STFT bins.
+        n_warped: ``Fw``, bins after the warp.
+    """
+
+    BASE = 21.0
+
+    def __init__(self, n_linear: int, n_warped: int):
+        super().__init__()
+        self.n_linear, self.n_warped = n_linear, n_warped
+        u = np.linspace(-1.0, 1.0, n_warped)
+        warp_pos = (self.BASE ** ((u + 1) / 2) - 11) / 10  # in [-1, 1], log-spaced
+        v = np.linspace(-1.0, 1.0, n_linear)
+        unwarp_pos = np.log(v * 10 + 11) / math.log(self.BASE) * 2 - 1
+        for name, pos, n_source in (("warp", warp_pos, n_linear), ("unwarp", unwarp_pos, n_warped)):
+            index, weight = self._interpolation(pos, n_source)
+            self.register_buffer(f"{name}_index", index, persistent=False)
+            self.register_buffer(f"{name}_weight", weight, persistent=False)
+
+    @staticmethod
+    def _interpolation(pos: np.ndarray, n_source: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # align_corners=True convention: -1 and 1 are the centres of the first and last bins.
+        x = (pos + 1) / 2 * (n_source - 1)
+        lower = np.clip(np.floor(x), 0, n_source - 2).astype(np.int64)
+        weight = np.clip(x - lower, 0.0, 1.0)
+        return torch.from_numpy(lower), torch.from_numpy(weight).float()
+
+    @staticmethod
+    def _interpolate(x: torch.Tensor, lower: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.to(x.dtype)[:, None]  # [F_out, 1]
+        return x[..., lower, :] * (1 - w) + x[..., lower + 1, :] * w
+
+    def warp(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., F, T]`` -> ``[..., Fw, T]``."""
+        return self._interpolate(x, self.warp_index, self.warp_weight)
+
+    def unwarp(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., Fw, T]`` -> ``[..., F, T]``."""
+        return self._interpolate(x, self.unwarp_index, self.unwarp_weight)

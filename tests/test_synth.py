@@ -1,0 +1,218 @@
+"""SynthMUSIC: layout, determinism, idempotence, atomicity, errors, and that classes differ."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import sgn
+import sgn.synth as synth
+from sgn.audio import check_audio, load_audio
+from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES, SPLITS
+from sgn.synth import INSTRUMENTS, default_soundfont_path, describe_clip, render_synth_music
+from sgn.utils import SGNError, sha256_file
+
+# Tiny sets: tuba and flute have disjoint ranges, so their measured pitch must differ.
+TINY = dict(clips_per_class=3, seconds=1.0, classes=["tuba", "flute"], seed=7, progress=False)
+RATE = 11025
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A rendered tiny set (one process), shared by the read-only tests."""
+    return render_synth_music(tmp_path_factory.mktemp("tiny") / "set", jobs=1, **TINY)
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_index(tiny):
+    index = pd.read_csv(tiny / "index.csv")
+    assert tuple(index.columns[: len(INDEX_COLUMNS)]) == INDEX_COLUMNS
+    assert list(index["class"]) == ["flute"] * 3 + ["tuba"] * 3  # class order of MUSIC_CLASSES, then clip id
+    assert list(index["path"]) == [f"{c}/{c}_{i:04d}.wav" for c in ("flute", "tuba") for i in range(3)]
+    for _, group in index.groupby("class"):
+        assert sorted(group["split"]) == sorted(SPLITS)
+    assert (index["duration_s"] == 1.0).all() and (index["sample_rate"] == RATE).all()
+    assert sorted(p.relative_to(tiny).as_posix() for p in tiny.rglob("*.wav")) == sorted(index["path"])
+    assert "\r" not in (tiny / "index.csv").read_text()
+
+
+def test_audio_is_mono_pcm16_finite_unclipped_and_sounding(tiny):
+    for path in pd.read_csv(tiny / "index.csv")["path"]:
+        info = sf.info(str(tiny / path))
+        assert (info.channels, info.samplerate, info.frames, info.subtype) == (1, RATE, RATE, "PCM_16")
+        wave, _ = load_audio(tiny / path)
+        check_audio(wave, path, allow_clipped=False)
+        assert np.abs(wave).max() < 0.99
+        # Non-silent throughout: 50 ms frames within 30 dB of the clip's RMS.
+        frames = wave[: len(wave) // 551 * 551].reshape(-1, 551)
+        level = np.sqrt(np.mean(frames**2, axis=1)) / np.sqrt(np.mean(wave**2))
+        assert np.mean(level > 10 ** (-30 / 20)) >= 0.9, path
+
+
+def test_synth_json_records_arguments_and_soundfont(tiny):
+    meta = json.loads((tiny / "synth.json").read_text())
+    assert meta["format"] == "synth_music/1"
+    assert meta["classes"] == ["flute", "tuba"]
+    assert (meta["clips_per_class"], meta["seconds"], meta["sample_rate"], meta["seed"]) == (3, 1.0, RATE, 7)
+    assert meta["soundfont"] == {"name": "TimGM6mb.sf2", "sha256": sha256_file(default_soundfont_path())}
+    assert meta["sgn_version"] == sgn.__version__
+    assert str(tiny.parent) not in (tiny / "synth.json").read_text()
+
+
+def test_rerender_is_byte_identical_and_independent_of_jobs(tiny, tmp_path):
+    again = render_synth_music(tmp_path / "again", jobs=2, **TINY)
+    assert files_of(again) == files_of(tiny)
+
+
+def test_a_class_renders_the_same_in_any_subset_and_empty_dir_is_used(tiny, tmp_path):
+    (tmp_path / "tuba_only").mkdir()
+    only = render_synth_music(tmp_path / "tuba_only", jobs=1, **{**TINY, "classes": ["tuba"]})
+    assert {k: v for k, v in files_of(only).items() if k.endswith(".wav")} == {
+        k: v for k, v in files_of(tiny).items() if k.startswith("tuba/")
+    }
+
+
+def test_custom_soundfont_path(tiny, tmp_path):
+    custom = tmp_path / "my_font.sf2"
+    shutil.copyfile(default_soundfont_path(), custom)
+    out = render_synth_music(tmp_path / "custom", jobs=1, soundfont=custom, **TINY)
+    assert json.loads((out / "synth.json").read_text())["soundfont"]["name"] == "my_font.sf2"
+    wavs = {k: v for k, v in files_of(out).items() if k.endswith(".wav")}
+    assert wavs == {k: v for k, v in files_of(tiny).items() if k.endswith(".wav")}
+
+
+def test_rerun_with_same_arguments_does_no_work(tiny, monkeypatch):
+    before = {p: p.stat().st_mtime_ns for p in tiny.rglob("*")}
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(synth, "_plan", no_work)
+    assert render_synth_music(tiny, jobs=1, **TINY) == tiny
+    assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == before
+
+
+def test_existing_dir_with_another_set_or_foreign_files_is_refused(tiny, tmp_path):
+    with pytest.raises(SGNError, match=r"different SynthMUSIC data set \(seed 7 != 8\)"):
+        render_synth_music(tiny, jobs=1, **{**TINY, "seed": 8})
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(SGNError, match="foreign: not empty and holds no synth.json"):
+        render_synth_music(foreign, jobs=1, **TINY)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SGNError, match="not a directory"):
+        render_synth_music(tmp_path / "a_file", jobs=1, **TINY)
+
+
+def _bad_soundfont(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.sf2"
+    path.write_bytes(b"RIFF\x00\x00\x00\x00not a soundfont")
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"classes": ["tuba", "banjo"]}, r"classes: unknown class 'banjo'; known classes: accordion, acoustic_guitar"),
+        ({"soundfont": "missing.sf2"}, r"soundfont: .*missing.sf2 not found"),
+        ({"soundfont": _bad_soundfont}, r"soundfont: .*broken.sf2 is not a readable SoundFont \(.sf2\) file"),
+        ({"soundfont": "."}, r"soundfont: .* is not a file \(expected a .sf2 file\)"),
+        ({"seconds": 0}, r"seconds: expected a positive number"),
+        ({"seconds": -1.0}, r"seconds: expected a positive number"),
+        ({"clips_per_class": 2}, r"clips_per_class: expected an integer >= 3"),
+        ({"sample_rate": 0}, r"sample_rate: expected an integer number of Hz >= 8000"),
+        ({"sample_rate": 4000}, r"sample_rate: expected an integer number of Hz >= 8000"),
+        ({"seed": -1}, r"seed: expected a non-negative integer"),
+        ({"jobs": 0}, r"jobs: expected a positive integer"),
+    ],
+)
+def test_invalid_arguments(tmp_path, change, match):
+    if callable(change.get("soundfont")):
+        change = {**change, "soundfont": change["soundfont"](tmp_path)}
+    elif "soundfont" in change:
+        change = {**change, "soundfont": tmp_path / change["soundfont"]}
+    with pytest.raises(SGNError, match=match):
+        render_synth_music(tmp_path / "out", **{**TINY, **change})
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
+    real_save = synth.save_audio
+    calls = []
+
+    def failing_save(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "save_audio", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        render_synth_music(tmp_path / "out", jobs=1, **TINY)
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []  # neither out nor the hidden partial folder
+
+
+def test_clips_and_melodies_are_all_different(tiny):
+    audio = [p.read_bytes()[44:] for p in tiny.rglob("*.wav")]
+    assert len(set(audio)) == len(audio)
+    playable = synth._playable_keys(default_soundfont_path(), INSTRUMENTS["violin"], RATE)
+    hashes = {
+        synth.melody_hash(synth.compose(INSTRUMENTS["violin"], playable, 6.0, np.random.default_rng(i)))
+        for i in range(200)
+    }
+    assert len(hashes) == 200
+
+
+def test_classes_differ_measurably(tiny):
+    index = pd.read_csv(tiny / "index.csv")
+    measured = {
+        name: [describe_clip(*load_audio(tiny / p)) for p in group["path"]] for name, group in index.groupby("class")
+    }
+    assert max(d["pitch_high"] for d in measured["tuba"]) < min(d["pitch_low"] for d in measured["flute"])
+    assert max(d["centroid_hz"] for d in measured["tuba"]) < min(d["centroid_hz"] for d in measured["flute"])
+
+
+def test_describe_clip_known_answers():
+    t = np.arange(2 * RATE) / RATE
+    sine = 0.5 * np.sin(2 * np.pi * 440.0 * t)
+    d = describe_clip(sine, RATE)
+    assert d["pitch_low"] == pytest.approx(69, abs=0.1) and d["pitch_high"] == pytest.approx(69, abs=0.1)
+    assert d["centroid_hz"] == pytest.approx(440, rel=0.05) and d["voiced_fraction"] > 0.9
+    # A tone with a weak fundamental still reads as its fundamental (110 Hz = MIDI 45).
+    tone = sum(a * np.sin(2 * np.pi * 110.0 * k * t) for k, a in [(1, 0.2), (2, 1.0), (3, 0.7), (4, 0.4)])
+    assert describe_clip(tone, RATE)["f0_median_hz"] == pytest.approx(110, rel=0.01)
+    # A major triad (A3, C#4, E4) is periodic at A1, which carries no energy: report A3 (57).
+    triad = sum(np.sin(2 * np.pi * 220.0 * r * t) for r in (1, 5 / 4, 3 / 2))
+    assert describe_clip(triad, RATE)["pitch_low"] == pytest.approx(57, abs=0.5)
+    silent = describe_clip(np.zeros(RATE), RATE)
+    assert np.isnan(silent["pitch_low"]) and silent["voiced_fraction"] == 0
+
+
+def test_instrument_table_covers_music_and_is_playable():
+    assert set(INSTRUMENTS) == set(MUSIC_CLASSES)
+    synth_, sfid = synth._load_synth(default_soundfont_path(), RATE)
+    for name, instrument in INSTRUMENTS.items():
+        assert synth_.sfpreset_name(sfid, 0, instrument.program) is not None, name
+        assert instrument.style in synth._STYLES and set(instrument.scales) <= set(synth.SCALES)
+        playable = synth._playable_keys(default_soundfont_path(), instrument, RATE)
+        assert len(playable) >= instrument.high - instrument.low, name  # at most one hole
+
+
+def test_erhu_slides_and_vibrato_bend_the_pitch():
+    playable = synth._playable_keys(default_soundfont_path(), INSTRUMENTS["erhu"], RATE)
+    score = synth.compose(INSTRUMENTS["erhu"], playable, 6.0, np.random.default_rng(0))
+    assert any(n.glide != 0 for n in score.notes)
+    cents = (synth._pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * synth.BEND_RANGE
+    assert cents.min() < -50 or cents.max() > 50  # a slide of at least half a semitone
+    assert np.mean(np.abs(cents) > 10) > 0.2  # vibrato on much of the clip
