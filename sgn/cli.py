@@ -81,7 +81,74 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     mixtures.set_defaults(func=_cmd_data_mixtures)
 
 
-COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_data_commands,)
+def _cmd_train(args: argparse.Namespace) -> None:
+    from sgn.config import apply_overrides, load_config
+    from sgn.train import train
+
+    config = apply_overrides(load_config(args.config), args.set)
+    train(config, args.out, device=args.device, resume=args.resume)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from sgn.evaluate import evaluate, write_results
+
+    frame = evaluate(args.mixtures, checkpoint=args.checkpoint, method=args.method, index=args.index,
+                     n_fft=args.n_fft, hop=args.hop, device=args.device, batch_size=args.batch_size)
+    out, summary = write_results(frame, args.out)
+    means = frame.groupby("method")[["sdr", "sir", "sar", "si_sdr", "sdri"]].mean().round(2)
+    print(means.to_string())
+    log.info("per-source results in %s, summary in %s", out, summary)
+
+
+def _cmd_separate(args: argparse.Namespace) -> None:
+    from sgn.audio import load_audio, save_audio
+    from sgn.separate import Separator
+
+    separator = Separator.from_checkpoint(args.checkpoint, device=args.device)
+    wave, rate = load_audio(args.mixture, mono=False)
+    stems = separator.separate(wave, rate, classes=args.classes)
+    for name, stem in stems.items():
+        peak = float(abs(stem).max())
+        # masks can push a stem slightly past full scale; scale rather than clip
+        path = save_audio(args.out / f"{name}.wav", stem / max(1.0, peak / 0.999), rate)
+        log.info("wrote %s", path)
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    from sgn.evaluate import REFERENCE_METHODS
+
+    train = sub.add_parser("train", help="train SGN or the U-Net baseline")
+    train.add_argument("--config", required=True, help="profile name (smoke, cpu, gpu) or YAML path")
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint or a reference method on a mixture list")
+    which = evaluate.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", type=Path)
+    which.add_argument("--method", choices=REFERENCE_METHODS)
+    evaluate.add_argument("--mixtures", type=Path, required=True, help="mixture list CSV (sgn data mixtures)")
+    evaluate.add_argument("--index", type=Path, help="the data set's index.csv (needed by nmf)")
+    evaluate.add_argument("--n-fft", type=int, default=1022, help="STFT of reference methods")
+    evaluate.add_argument("--hop", type=int, default=256, help="STFT hop of reference methods")
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--out", type=Path, required=True, help="per-source results CSV")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    separate = sub.add_parser("separate", help="separate an audio file into one file per class")
+    separate.add_argument("mixture", type=Path, help="audio file (any rate, mono or stereo)")
+    separate.add_argument("--checkpoint", type=Path, required=True)
+    separate.add_argument("--out", type=Path, required=True, help="output folder")
+    separate.add_argument("--classes", type=_csv_list, default=None,
+                          help="comma-separated classes (default: those the presence head finds)")
+    separate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    separate.set_defaults(func=_cmd_separate)
+
+
+COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_data_commands, _add_model_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,3 +18,22 @@ def tiny_synth(tmp_path_factory) -> Path:
     render_synth_music(out, clips_per_class=4, seconds=1.5, classes=TINY_CLASSES, seed=7, jobs=1, progress=False)
     return out / "index.csv"
 
+
+@pytest.fixture(scope="session")
+def smoke_checkpoint(tiny_synth, tmp_path_factory) -> Path:
+    """best.pt of a smoke-config SGN trained on :func:`tiny_synth`."""
+    from sgn.config import apply_overrides, load_config
+    from sgn.train import train
+
+    run = tmp_path_factory.mktemp("smoke_run") / "run"
+    train(apply_overrides(load_config("smoke"), [f"data.index={tiny_synth}"]), run, progress=False)
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_test_list(tiny_synth, tmp_path_factory) -> Path:
+    """A fixed list of 6 two-source test mixtures of 4096 samples from :func:`tiny_synth`."""
+    from sgn.data import make_mixture_list, read_index, write_mixture_list
+
+    frame = make_mixture_list(read_index(tiny_synth), "test", n_sources=2, count=6, seed=0, segment_samples=4096)
+    return write_mixture_list(frame, tmp_path_factory.mktemp("lists") / "test.csv")

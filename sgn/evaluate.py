@@ -1,0 +1,181 @@
+"""Score separators on a fixed mixture list: trained checkpoints, references and baselines.
+
+    sgn evaluate --checkpoint runs/cpu/best.pt --mixtures test.csv --out results.csv
+    sgn evaluate --method irm --mixtures test.csv --n-fft 510 --hop 128 --out irm.csv
+    sgn evaluate --method nmf --index data/synth_music/index.csv --mixtures test.csv --out nmf.csv
+
+Methods:
+
+* a checkpoint (SGN or the label-conditioned U-Net), told which classes are present
+  (as Sound-of-Pixels is told by the videos);
+* ``mixture``: the mixture itself as every estimate, the lower reference;
+* ``irm`` / ``ibm``: the oracle ideal ratio mask ``|S_i| / sum_j |S_j|`` and ideal
+  binary mask ``1[i = argmax_j |S_j|]`` on the same STFT, with the mixture's phase:
+  upper references for any mask-based separator with that STFT;
+* ``nmf``: supervised NMF with per-class dictionaries learned from the training split
+  (:mod:`sgn.nmf`).
+
+Every method sees identical inputs. Results: one row per source (:func:`sgn.metrics.scores_frame`
+columns plus ``method`` and ``n_sources``) and a summary (mean, median, 95% bootstrap
+interval) by method, by method and number of sources, and by method and class.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from sgn.audio import STFTSpec
+from sgn.checkpoint import load_model
+from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
+from sgn.metrics import SilentSignalError, evaluate_mixture, scores_frame, summarize
+from sgn.separate import estimate_sources, model_stft, resolve_device
+from sgn.utils import SGNError, atomic_path
+
+log = logging.getLogger(__name__)
+
+REFERENCE_METHODS = ("mixture", "irm", "ibm", "nmf")
+# Summaries written next to the per-source results.
+SUMMARY_GROUPINGS: tuple[tuple[str, ...], ...] = (("method",), ("method", "n_sources"), ("method", "class"))
+
+Estimator = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # batch -> estimates [B, Nmax, L]
+
+
+def oracle_masks(sources: torch.Tensor, stft: STFTSpec, kind: str) -> torch.Tensor:
+    """Ideal masks from the true sources ``[B, N, L]`` -> ``[B, N, F, T]`` (padding sources are zero)."""
+    mags = stft.stft(sources).abs()  # [B, N, F, T]
+    if kind == "irm":
+        return mags / mags.sum(dim=1, keepdim=True).clamp_min(1e-8)
+    if kind == "ibm":
+        return torch.nn.functional.one_hot(mags.argmax(dim=1), mags.shape[1]).permute(0, 3, 1, 2).to(mags.dtype)
+    raise ValueError(f"unknown oracle mask {kind!r}")
+
+
+def _masked(mixture: torch.Tensor, masks: torch.Tensor, stft: STFTSpec) -> torch.Tensor:
+    """Apply masks ``[B, N, F, T]`` to the mixture ``[B, L]`` with its phase -> ``[B, N, L]``."""
+    return stft.istft(masks * stft.stft(mixture)[:, None], mixture.shape[-1])
+
+
+def reference_estimator(method: str, stft: STFTSpec, classes: list[str], index: pd.DataFrame | None) -> Estimator:
+    """The estimator of a reference or baseline ``method`` (see the module docstring)."""
+    if method == "mixture":
+        return lambda batch: batch["mixture"][:, None].expand_as(batch["sources"]).clone()
+    if method in ("irm", "ibm"):
+        return lambda batch: _masked(batch["mixture"], oracle_masks(batch["sources"], stft, method), stft)
+    if method == "nmf":
+        from sgn.nmf import NMFSeparator
+
+        if index is None:
+            raise SGNError("--method nmf needs --index (its dictionaries are learned from the training split)")
+        nmf = NMFSeparator.fit(index, classes, stft)
+
+        def nmf_estimate(batch):
+            masks = nmf.masks(stft.stft(batch["mixture"]).abs(), batch["class_ids"])  # [B, N, F, T]
+            return _masked(batch["mixture"], masks, stft)
+
+        return nmf_estimate
+    raise SGNError(f"--method: unknown method {method!r}; expected one of {list(REFERENCE_METHODS)} or a --checkpoint")
+
+
+def score_estimator(
+    name: str, estimator: Estimator, dataset: FixedMixtureDataset, *, batch_size: int = 8, progress: bool = True
+) -> pd.DataFrame:
+    """Run ``estimator`` over a fixed list and score every source; one row per source."""
+    records, skipped = [], 0
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    with torch.no_grad(), tqdm(total=len(dataset), desc=f"evaluate {name}", disable=not progress, unit="mix") as bar:
+        for batch in loader:
+            estimates = estimator(batch).float().cpu()
+            for i in range(len(estimates)):
+                n = int(batch["n_sources"][i])
+                classes = [dataset.classes[c] for c in batch["class_ids"][i, :n].tolist()]
+                try:
+                    scores = evaluate_mixture(batch["sources"][i, :n].numpy(), estimates[i, :n].numpy(),
+                                              batch["mixture"][i].numpy())
+                except SilentSignalError as err:
+                    skipped += 1  # as Sound-of-Pixels, a silent estimate or reference leaves the mixture out
+                    log.warning("%s: mixture %d skipped (%s)", name, int(batch["mixture_id"][i]), err)
+                    continue
+                records.append({"mixture_id": int(batch["mixture_id"][i]), "classes": classes, **scores,
+                                "method": name, "n_sources": n})
+            bar.update(len(estimates))
+    if skipped:
+        log.warning("%s: %d of %d mixtures skipped for silent signals", name, skipped, len(dataset))
+    return scores_frame(records)
+
+
+def evaluate(
+    mixtures: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    method: str | None = None,
+    index: str | os.PathLike | None = None,
+    n_fft: int = 1022,
+    hop: int = 256,
+    device: str = "auto",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score one checkpoint or one reference/baseline ``method`` on a mixture list.
+
+    Args:
+        mixtures: a mixture-list CSV (``sgn data mixtures``).
+        checkpoint: a trained model; its STFT and classes are used.
+        method: one of :data:`REFERENCE_METHODS` (when no checkpoint).
+        index: the data set's ``index.csv``; needed by ``nmf`` and to fix the class ids.
+        n_fft, hop: the STFT of reference methods (match the model you compare with).
+        device: for checkpoints, ``auto``, ``cpu`` or ``cuda``.
+        batch_size: mixtures per forward pass.
+
+    Returns:
+        One row per source (see :func:`sgn.metrics.scores_frame`) with ``method`` and ``n_sources``.
+    """
+    if (checkpoint is None) == (method is None):
+        raise SGNError("evaluate: give exactly one of --checkpoint or --method")
+    frame = read_mixture_list(mixtures)
+    if checkpoint is not None:
+        device_t = resolve_device(device)
+        model, config, _ = load_model(checkpoint, map_location=device_t)
+        model = model.to(device_t)
+        dataset = FixedMixtureDataset(frame, model.classes, model_stft(model))
+        name = config.model.arch
+
+        def estimator(batch):
+            return estimate_sources(model, batch["mixture"].to(device_t), batch["class_ids"].to(device_t))
+    else:
+        index_frame = read_index(index) if index is not None else None
+        classes = index_classes(index_frame) if index_frame is not None else sorted(frame["class"].unique())
+        stft = STFTSpec(n_fft, hop)
+        dataset = FixedMixtureDataset(frame, classes, stft)
+        name = method
+        estimator = reference_estimator(method, stft, classes, index_frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # singular projections are logged by the metrics
+        return score_estimator(name, estimator, dataset, batch_size=batch_size, progress=progress)
+
+
+def summarize_results(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean, median and 95% bootstrap interval by each of :data:`SUMMARY_GROUPINGS`."""
+    parts = []
+    for by in SUMMARY_GROUPINGS:
+        part = summarize(frame, by=by, n_boot=n_boot, seed=seed)
+        part.insert(0, "grouping", "+".join(by))
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_results(frame: pd.DataFrame, out: str | os.PathLike) -> tuple[Path, Path]:
+    """Write per-source rows to ``out`` and the summary to ``<out stem>_summary.csv``, atomically."""
+    out = Path(out)
+    summary_path = out.with_name(f"{out.stem}_summary.csv")
+    for path, table in ((out, frame), (summary_path, summarize_results(frame))):
+        with atomic_path(path) as tmp:
+            table.to_csv(tmp, index=False, lineterminator="\n")
+    return out, summary_path

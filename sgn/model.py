@@ -1,0 +1,252 @@
+"""The Semantic Grouping Network (Mo & Tian, arXiv 2407.03736, 2024).
+
+One file, read top to bottom::
+
+    mixture magnitude [B, F, T]
+      -> log-frequency warp + log            [B, 1, Fw, T]
+      -> conv stem (full resolution)         h0 [B, S0, Fw, T]
+      -> strided conv: time-frequency tokens f [B, P, D]
+      -> [class tokens c ; f] through self-attention layers
+      -> category-aware grouping: A = softmax_tokens(c W_q (f W_k)^T)  [B, S, P],
+         g_i = c_i + proj(sum_p A_ip v_p / sum_p A_ip), + MLP          [B, S, D]
+      -> per-class representation (mean of the class's K tokens)      [B, C, D]
+      -> reconstruction: tokens upsampled + h0 -> per-pixel features h [B, S0, Fw, T];
+         mask_i = sigmoid(<W g_i, h> + b(g_i))                         [B, C, Fw, T]
+      -> token-classification head (CE) and class-presence head (BCE).
+
+What the paper states: class tokens, one per class, aggregate category-wise source
+features from the mixture through a similarity matrix; the grouped representations
+guide a light reconstruction; the losses are cross-entropy and binary cross-entropy.
+What is *inferred* (from the authors' earlier AVGN code, see the book's method
+chapter): tokens share the self-attention layers with the feature tokens; the
+grouping block is GroupViT-style (Xu et al., 2022) with an optional hard
+straight-through Gumbel assignment; the CE classifies each grouped token as its own
+class; the BCE is class presence; the mask decoder is Sound-of-Pixels' per-pixel dot
+product (Zhao et al., 2018) with the class representation in place of the visual
+vector.
+
+Ablation switches (``ModelConfig``): ``class_tokens=False`` (static learned queries
+that never enter self-attention, and no CE), ``grouping=False`` (class
+representations are the tokens' transformer outputs), ``tokens_per_class=K``,
+``share_tokens=True`` (classes 2j and 2j+1 share one token).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgn.audio import LogFrequencyWarp, log_magnitude
+from sgn.config import ModelConfig
+
+
+def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the last axis of ``x`` to a multiple of ``multiple``."""
+    extra = (-x.shape[-1]) % multiple
+    return F.pad(x, (0, extra)) if extra else x
+
+
+def sinusoidal_embedding(positions: int, dim: int, device: torch.device) -> torch.Tensor:
+    """Transformer sine/cosine position codes ``[positions, dim]`` (Vaswani et al., 2017)."""
+    pos = torch.arange(positions, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    emb = torch.zeros(positions, dim, device=device)
+    emb[:, 0::2] = torch.sin(pos * freq)
+    emb[:, 1::2] = torch.cos(pos * freq)
+    return emb
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc = nn.Linear(dim, hidden)
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm transformer layer: ``x + attn(LN(x))``, then ``x + mlp(LN(x))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(d, dim=-1)  # each [B, n, D]
+        q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))  # [B, H, n, D/H]
+        y = F.scaled_dot_product_attention(q, k, v)  # [B, H, n, D/H]
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class GroupingBlock(nn.Module):
+    """Category-aware grouping: assign feature tokens to class tokens (GroupViT-style).
+
+    The similarity matrix ``A`` (``[B, S, P]``) is a softmax over the *token* axis, so
+    every time-frequency token distributes itself among the class tokens; each class
+    token then gathers the features assigned to it (normalised by its total mass).
+    With ``gumbel=True``, training adds Gumbel noise and uses the hard one-hot
+    assignment with straight-through gradients; evaluation uses the hard argmax.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float, gumbel: bool, tau: float):
+        super().__init__()
+        self.gumbel, self.tau = gumbel, tau
+        self.norm_tokens = nn.LayerNorm(dim)
+        self.norm_features = nn.LayerNorm(dim)
+        self.token_mlp = MLP(dim, mlp_ratio)  # prepares tokens as grouping queries
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_out = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, mlp_ratio)
+
+    def forward(self, tokens: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens [B, S, D]``, ``features [B, P, D]`` -> ``(grouped [B, S, D], soft assignment [B, S, P])``."""
+        queries = tokens + self.token_mlp(self.norm_tokens(tokens))
+        feats = self.norm_features(features)
+        logits = self.q(queries) @ self.k(feats).transpose(1, 2) / math.sqrt(tokens.shape[-1])  # [B, S, P]
+        soft = logits.softmax(dim=1)
+        if self.gumbel:
+            if self.training:
+                noise = -torch.empty_like(logits).exponential_().log()  # Gumbel(0, 1)
+                soft_noisy = ((logits + noise) / self.tau).softmax(dim=1)
+            else:
+                soft_noisy = soft
+            hard = F.one_hot(soft_noisy.argmax(dim=1), tokens.shape[1]).transpose(1, 2).to(soft.dtype)  # [B, S, P]
+            assign = hard - soft_noisy.detach() + soft_noisy  # straight-through
+        else:
+            assign = soft
+        gathered = assign @ self.v(feats) / (assign.sum(dim=-1, keepdim=True) + 1.0)  # [B, S, D]
+        grouped = tokens + self.proj(gathered)
+        return grouped + self.mlp(self.norm_out(grouped)), soft
+
+
+def token_layout(n_classes: int, tokens_per_class: int, share_tokens: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which tokens serve which class.
+
+    Returns:
+        ``class_from_tokens [C, S]``: row ``c`` averages the tokens of class ``c``;
+        ``token_targets [S]``: the CE target of each token (its class, or with shared
+        tokens its own index).
+    """
+    if share_tokens:
+        n_tokens = (n_classes + 1) // 2
+        owner = torch.arange(n_classes) // 2  # class c -> token c // 2
+        targets = torch.arange(n_tokens)
+    else:
+        n_tokens = n_classes * tokens_per_class
+        targets = torch.arange(n_tokens) // tokens_per_class  # token s -> class s // K
+        owner = None
+    layout = torch.zeros(n_classes, n_tokens)
+    if owner is not None:
+        layout[torch.arange(n_classes), owner] = 1.0
+    else:
+        layout[targets, torch.arange(n_tokens)] = 1.0 / tokens_per_class
+    return layout, targets
+
+
+class SGN(nn.Module):
+    """Semantic Grouping Network: one mask per class from class-token grouping.
+
+    Args:
+        config: the architecture.
+        classes: class names; output ``c`` of every per-class tensor is ``classes[c]``.
+    """
+
+    def __init__(self, config: ModelConfig, classes: list[str]):
+        super().__init__()
+        self.config, self.classes = config, list(classes)
+        d, s0 = config.width, config.stem_channels
+        n_bins = config.n_fft // 2 + 1
+        if config.warped_bins % config.patch_freq:
+            raise ValueError(f"model.warped_bins ({config.warped_bins}) must be a multiple of model.patch_freq")
+        self.warp = LogFrequencyWarp(n_bins, config.warped_bins)
+        self.input_norm = nn.BatchNorm2d(1)
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, s0, 3, padding=1), nn.GELU(), nn.Conv2d(s0, s0, 3, padding=1), nn.GELU()
+        )
+        self.patchify = nn.Conv2d(s0, d, kernel_size=(config.patch_freq, config.patch_time),
+                                  stride=(config.patch_freq, config.patch_time))
+        self.freq_embedding = nn.Parameter(torch.zeros(config.warped_bins // config.patch_freq, d))
+
+        layout, targets = token_layout(len(classes), config.tokens_per_class, config.share_tokens)
+        self.register_buffer("class_from_tokens", layout, persistent=False)  # [C, S]
+        self.register_buffer("token_targets", targets, persistent=False)  # [S]
+        self.tokens = nn.Parameter(torch.randn(layout.shape[1], d) * 0.02)  # c_i, [S, D]
+
+        self.blocks = nn.ModuleList(SelfAttentionBlock(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
+        self.grouping = GroupingBlock(d, config.mlp_ratio, config.gumbel, config.gumbel_tau) if config.grouping else None
+        self.norm = nn.LayerNorm(d)
+        self.token_head = nn.Linear(d, int(targets.max()) + 1)  # CE over token identities
+        self.presence_head = nn.Linear(d, 1)  # BCE: is class c in the mixture?
+
+        self.feature_up = nn.Conv2d(d, s0, 1)
+        self.decoder = nn.Sequential(
+            nn.Conv2d(2 * s0, s0, 3, padding=1), nn.GELU(), nn.Conv2d(s0, s0, 3, padding=1)
+        )
+        self.mask_head = nn.Linear(d, s0 + 1)  # per-class weights and bias of the per-pixel dot product
+
+    def forward(self, mix_mag: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Args:
+            mix_mag: linear mixture magnitude ``[B, F, T]``.
+
+        Returns:
+            ``mask_logits [B, C, Fw, T]`` (warped frequency axis), ``presence_logits [B, C]``,
+            ``token_logits [B, S, S_targets]`` (None without class tokens) and
+            ``assignment [B, S, Fw/pf, T'/pt]`` (None without grouping).
+        """
+        cfg = self.config
+        n_frames = mix_mag.shape[-1]
+        x = log_magnitude(self.warp.warp(mix_mag))[:, None]  # [B, 1, Fw, T]
+        x = pad_time(self.input_norm(x), cfg.patch_time)  # [B, 1, Fw, T']
+        h0 = self.stem(x)  # [B, S0, Fw, T']
+        grid = self.patchify(h0)  # [B, D, Pf, Pt]
+        b, d, pf, pt = grid.shape
+        pos = self.freq_embedding[:, None, :] + sinusoidal_embedding(pt, d, grid.device)[None]  # [Pf, Pt, D]
+        feats = grid.flatten(2).transpose(1, 2) + pos.reshape(pf * pt, d)  # [B, P, D]
+        tokens = self.tokens.expand(b, -1, -1)  # [B, S, D]
+        n_tokens = tokens.shape[1]
+
+        if cfg.class_tokens:
+            seq = torch.cat([tokens, feats], dim=1)  # [B, S + P, D]
+            for block in self.blocks:
+                seq = block(seq)
+            tokens, feats = seq[:, :n_tokens], seq[:, n_tokens:]
+        else:
+            for block in self.blocks:
+                feats = block(feats)
+
+        assignment = None
+        if self.grouping is not None:
+            grouped, soft = self.grouping(tokens, feats)  # [B, S, D], [B, S, P]
+            assignment = soft.reshape(b, n_tokens, pf, pt)
+        else:
+            grouped = tokens
+        grouped = self.norm(grouped)
+        class_rep = self.class_from_tokens @ grouped  # [B, C, D]
+
+        up = F.interpolate(self.feature_up(feats.transpose(1, 2).reshape(b, d, pf, pt)),
+                           size=h0.shape[-2:], mode="bilinear", align_corners=False)  # [B, S0, Fw, T']
+        pixel = self.decoder(torch.cat([h0, up], dim=1))  # [B, S0, Fw, T']
+        weights = self.mask_head(class_rep)  # [B, C, S0 + 1]
+        mask_logits = torch.einsum("bcs,bsft->bcft", weights[..., :-1], pixel) + weights[..., -1, None, None]
+        return {
+            "mask_logits": mask_logits[..., :n_frames],  # [B, C, Fw, T]
+            "presence_logits": self.presence_head(class_rep).squeeze(-1),  # [B, C]
+            "token_logits": self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
+            "assignment": assignment,
+        }

@@ -1,0 +1,292 @@
+"""The training loop, for SGN and the U-Net baseline alike.
+
+    sgn train --config cpu --out runs/cpu [--set optim.max_steps=2000] [--device auto] [--resume]
+
+Outputs in the run folder, each written atomically (temp file + rename):
+``config.yaml`` (the resolved config), ``metrics.csv`` (one row per logged step),
+``last.pt`` (resumable: weights, optimizer, step, RNG) and ``best.pt`` (the weights
+with the best validation SDR).
+
+Determinism: training item ``k`` is a pure function of ``(seed, k)`` (see
+:class:`sgn.data.MixtureDataset`) and step ``s`` uses items ``s*B .. s*B+B-1``; the
+learning rate is a function of the step; ``last.pt`` stores the torch RNG. So a run
+stopped and resumed from ``last.pt`` ends with the same weights as one that never
+stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from sgn.audio import STFTSpec
+from sgn.checkpoint import build_model, read_checkpoint, save_checkpoint
+from sgn.config import LossConfig, TrainConfig, load_config, save_config, to_dict
+from sgn.data import FixedMixtureDataset, MixtureDataset, check_sample_rate, index_classes, make_mixture_list, read_index
+from sgn.metrics import SilentSignalError, bss_eval_sources
+from sgn.separate import estimate_sources, resolve_device
+from sgn.utils import SGNError, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("step", "loss", "mask_loss", "ce_loss", "bce_loss", "lr", "grad_norm", "val_sdr",
+                  "elapsed_s", "samples_per_s")
+# The validation list is drawn with its own seed so that runs with different
+# training seeds are scored on the same mixtures.
+VAL_LIST_SEED = 1234
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``optim.lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    opt = config.optim
+    if step < opt.warmup_steps:
+        return opt.lr * (step + 1) / opt.warmup_steps
+    progress = (step - opt.warmup_steps) / max(1, opt.max_steps - opt.warmup_steps)
+    floor = opt.lr * opt.min_lr_ratio
+    return floor + (opt.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def separation_loss(model: nn.Module, out: dict, batch: dict, config: LossConfig) -> dict[str, torch.Tensor]:
+    """Mask loss on the warped axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
+
+    * ``bce``: target ``1[|S_n| > 0.5 |X|]``, BCE weighted by ``clamp(log1p|X|, 1e-3, 10)``.
+    * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
+    * CE: each grouped token of a class present in the mixture classifies as its own token target.
+    * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture.
+    """
+    ids = batch["class_ids"]  # [B, Nmax]
+    valid = (ids >= 0).float()  # [B, Nmax]
+    mix = model.warp.warp(batch["mix_mag"])  # [B, Fw, T]
+    sources = model.warp.warp(batch["source_mags"])  # [B, Nmax, Fw, T]
+    logits = out["mask_logits"].float()  # [B, C, Fw, T]
+    logits = logits.gather(1, ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *logits.shape[-2:]))  # [B, Nmax, Fw, T]
+    weight = torch.log1p(mix).clamp(1e-3, 10.0)[:, None]  # [B, 1, Fw, T]
+    if config.mask == "bce":
+        target = (sources > 0.5 * mix[:, None]).float()
+        per_bin = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    elif config.mask == "l1":
+        target = (sources / mix[:, None].clamp_min(1e-8)).clamp(0.0, 1.0)
+        per_bin = (torch.sigmoid(logits) - target).abs()
+    else:
+        raise SGNError(f"config: loss.mask is {config.mask!r}; expected 'bce' or 'l1'")
+    per_source = (per_bin * weight).mean(dim=(-2, -1))  # [B, Nmax]
+    losses = {"mask_loss": (per_source * valid).sum() / valid.sum()}
+
+    zero = logits.new_zeros(())
+    present = torch.zeros(ids.shape[0], len(model.classes), device=ids.device)  # [B, C]
+    present.scatter_(1, ids.clamp_min(0), valid)
+    losses["bce_loss"] = (
+        F.binary_cross_entropy_with_logits(out["presence_logits"].float(), present)
+        if out["presence_logits"] is not None else zero
+    )
+    if out["token_logits"] is not None:
+        token_present = (present @ model.class_from_tokens) > 0  # [B, S]
+        targets = model.token_targets.expand_as(token_present)  # [B, S]
+        ce = F.cross_entropy(out["token_logits"].float().flatten(0, 1), targets.flatten(), reduction="none")
+        losses["ce_loss"] = (ce * token_present.flatten()).sum() / token_present.sum().clamp_min(1)
+    else:
+        losses["ce_loss"] = zero
+    return losses
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, autocast) -> float:
+    """Mean BSS-eval SDR (dB) over the sources of the fixed validation list."""
+    model.eval()
+    sdrs = []
+    for batch in loader:
+        with autocast():
+            est = estimate_sources(model, batch["mixture"].to(device), batch["class_ids"].to(device))
+        est = est.float().cpu().numpy()
+        for i in range(est.shape[0]):
+            n = int(batch["n_sources"][i])
+            try:
+                sdr, _, _, _ = bss_eval_sources(batch["sources"][i, :n].numpy(), est[i, :n], compute_permutation=False)
+            except SilentSignalError:
+                continue  # a silent estimate cannot be scored; Sound-of-Pixels skips it too
+            sdrs.extend(sdr.tolist())
+    model.train()
+    return float(np.mean(sdrs)) if sdrs else -math.inf
+
+
+class _StepBatches(torch.utils.data.Sampler):
+    """Batches of item numbers for steps ``start .. stop-1``: step ``s`` gets ``s*B .. s*B+B-1``."""
+
+    def __init__(self, start: int, stop: int, batch_size: int):
+        self.start, self.stop, self.batch_size = start, stop, batch_size
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield list(range(step * self.batch_size, (step + 1) * self.batch_size))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> list[dict]:
+    """Train one run; return the metrics history (one dict per logged step).
+
+    Args:
+        config: the run's configuration.
+        out_dir: the run folder (created).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        resume: continue from ``out_dir/last.pt``; the config must equal the stored one.
+        progress: show a progress bar.
+        stop_after: stop (as if killed) after this many steps of this call; for tests
+            of resuming and for budgeted runs.
+    """
+    out_dir = Path(out_dir)
+    device_t = resolve_device(device)
+    last_path, best_path, config_path, metrics_path = (
+        out_dir / "last.pt", out_dir / "best.pt", out_dir / "config.yaml", out_dir / "metrics.csv"
+    )
+    if config_path.exists():
+        stored = load_config(config_path)
+        if not resume:
+            raise SGNError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
+        if to_dict(stored) != to_dict(config):
+            raise SGNError(f"{out_dir}: holds a run with a different config; resume it with the same config or use another --out")
+    elif resume and last_path.exists():
+        raise SGNError(f"{out_dir}: last.pt without config.yaml; not an sgn run folder")
+
+    torch.manual_seed(config.seed)
+    index = read_index(config.data.index)
+    check_sample_rate(index, config.data.sample_rate)
+    classes = index_classes(index)
+    stft = STFTSpec(config.model.n_fft, config.model.hop)
+    gain_range = (config.data.gain_min, config.data.gain_max)
+    train_set = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
+                               segment_samples=config.data.segment_samples, stft=stft,
+                               gain_range=gain_range, seed=config.seed)
+    val_list = make_mixture_list(index, "val", n_sources=config.data.n_sources, count=config.data.val_mixtures,
+                                 seed=VAL_LIST_SEED, segment_samples=config.data.segment_samples, classes=classes)
+    val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft),
+                                             batch_size=config.optim.batch_size)
+
+    model = build_model(config, classes).to(device_t)
+    fused = device_t.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                                  weight_decay=config.optim.weight_decay, fused=fused)
+    step, best_sdr = 0, -math.inf
+    if resume and last_path.exists():
+        state = read_checkpoint(last_path, map_location=device_t)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_sdr = int(state["step"]), float(state["best_val_sdr"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and device_t.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device_t)
+        log.info("resuming %s at step %d", out_dir, step)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, config_path)
+    rows = _read_metrics(metrics_path, step)
+    forward = torch.compile(model) if config.compile else model
+    use_bf16 = config.bf16 and device_t.type == "cuda"
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    max_steps = config.optim.max_steps
+    stop = max_steps if stop_after is None else min(max_steps, step + stop_after)
+    loader = torch.utils.data.DataLoader(
+        train_set, batch_sampler=_StepBatches(step, stop, config.optim.batch_size),
+        num_workers=config.data.num_workers, pin_memory=device_t.type == "cuda",
+        # its own generator: creating the iterator must not draw from the global RNG,
+        # or a resumed run's Gumbel noise would shift
+        generator=torch.Generator(),
+    )
+    seconds_per_batch = config.optim.batch_size * config.data.segment_samples / config.data.sample_rate
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("training %s (%.2fM parameters) on %s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
+             config.model.arch, n_params / 1e6, device_t, step, stop, max_steps, seconds_per_batch, out_dir)
+
+    def checkpoint(path: Path, with_state: bool) -> None:
+        extra = {"step": step, "best_val_sdr": best_sdr}
+        if with_state:
+            extra.update(optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state())
+            if device_t.type == "cuda":
+                extra["cuda_rng"] = torch.cuda.get_rng_state(device_t)
+        save_checkpoint(path, model, config, **extra)
+        saved_at[path] = step
+
+    saved_at: dict[Path, int] = {}
+    model.train()
+    start_time, window_start, window_items = time.perf_counter(), time.perf_counter(), 0
+    bar = tqdm(total=max_steps, initial=step, disable=not progress, desc=f"train {config.model.arch}", unit="step")
+    for batch in loader:
+        lr = learning_rate(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
+        with autocast():
+            out = forward(batch["mix_mag"])
+        losses = separation_loss(model, out, batch, config.loss)
+        loss = losses["mask_loss"] + config.loss.ce_weight * losses["ce_loss"] + config.loss.bce_weight * losses["bce_loss"]
+        if not torch.isfinite(loss):
+            raise SGNError(f"training diverged at step {step} (loss {loss.item()}); lower optim.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+        optimizer.step()
+        step += 1
+        window_items += config.optim.batch_size
+        bar.update(1)
+
+        is_eval = step % config.eval_every == 0 or step == max_steps
+        if step % config.log_every == 0 or is_eval:
+            now = time.perf_counter()
+            row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+                   "elapsed_s": round(now - start_time, 3),
+                   "samples_per_s": round(window_items / max(now - window_start, 1e-9), 3),
+                   "val_sdr": "", **{k: v.item() for k, v in losses.items()}}
+            window_start, window_items = now, 0
+            if is_eval:
+                row["val_sdr"] = validate(model, val_loader, device_t, autocast)
+                if row["val_sdr"] > best_sdr:
+                    best_sdr = row["val_sdr"]
+                    checkpoint(best_path, with_state=False)
+                checkpoint(last_path, with_state=True)
+            rows.append(row)
+            _write_metrics(metrics_path, rows)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", val_sdr=f"{best_sdr:.2f}")
+    bar.close()
+    if saved_at.get(last_path) != step:
+        checkpoint(last_path, with_state=True)
+    log.info("run %s at step %d/%d; best validation SDR %.2f dB; checkpoints in %s",
+             out_dir.name, step, max_steps, best_sdr, out_dir)
+    return [dict(r) for r in rows]

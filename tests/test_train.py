@@ -1,0 +1,94 @@
+import csv
+
+import pytest
+import torch
+
+from sgn.checkpoint import load_model
+from sgn.config import apply_overrides, load_config
+from sgn.train import learning_rate, train
+from sgn.utils import SGNError
+
+
+def smoke_config(index, *overrides):
+    return apply_overrides(load_config("smoke"), [f"data.index={index}", *overrides])
+
+
+def test_smoke_run_writes_everything(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    history = train(smoke_config(tiny_synth), run, progress=False)
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    assert [row["step"] for row in history] == [1, 2, 3, 4, 5, 6]
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and rows[2]["val_sdr"] != "" and rows[0]["val_sdr"] == ""
+    model, config, state = load_model(run / "best.pt")
+    assert config.data.index == str(tiny_synth) and state["step"] in (3, 6)
+    assert torch.load(run / "last.pt", weights_only=True)["step"] == 6
+
+
+def test_refuses_to_overwrite_and_checks_config_on_resume(tiny_synth, tmp_path):
+    run = tmp_path / "run"
+    train(smoke_config(tiny_synth, "optim.max_steps=3"), run, progress=False)
+    before = (run / "best.pt").read_bytes()
+    with pytest.raises(SGNError, match="already holds a run"):
+        train(smoke_config(tiny_synth, "optim.max_steps=3"), run, progress=False)
+    with pytest.raises(SGNError, match="different config"):
+        train(smoke_config(tiny_synth, "optim.max_steps=3", "optim.lr=0.5"), run, resume=True, progress=False)
+    assert (run / "best.pt").read_bytes() == before
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.gumbel=true"], ["model.arch=unet"]], ids=["sgn", "gumbel", "unet"])
+def test_resume_matches_uninterrupted_run(tiny_synth, tmp_path, overrides):
+    config = smoke_config(tiny_synth, *overrides)
+    train(config, tmp_path / "straight", progress=False)
+    # stopped after 4 steps (a checkpoint was written at step 3), then resumed
+    train(config, tmp_path / "stopped", progress=False, stop_after=4)
+    assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["step"] == 4
+    train(config, tmp_path / "stopped", progress=False, resume=True)
+    a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "stopped" / "last.pt")
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
+    with open(tmp_path / "stopped" / "metrics.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_after_a_crash(tiny_synth, tmp_path, monkeypatch):
+    """A crash between checkpoints resumes from the last one and still ends identical."""
+    import sgn.train as train_module
+
+    config = smoke_config(tiny_synth)
+    train(config, tmp_path / "straight", progress=False)
+    calls = {"n": 0}
+    original = train_module.separation_loss
+
+    def crash_on_fifth_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "separation_loss", crash_on_fifth_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(train_module, "separation_loss", original)
+    assert torch.load(tmp_path / "crashed" / "last.pt", weights_only=True)["step"] == 3
+    train(config, tmp_path / "crashed", progress=False, resume=True)
+    a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "crashed" / "last.pt")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_wrong_sample_rate_is_one_clear_error(tiny_synth, tmp_path):
+    with pytest.raises(SGNError, match="expected 16000 Hz"):
+        train(smoke_config(tiny_synth, "data.sample_rate=16000"), tmp_path / "r", progress=False)
+
+
+def test_learning_rate_schedule():
+    config = apply_overrides(load_config("cpu"), ["optim.max_steps=100", "optim.warmup_steps=10"])
+    lrs = [learning_rate(s, config) for s in range(100)]
+    assert lrs[9] == pytest.approx(config.optim.lr)
+    assert lrs[0] < lrs[5] < lrs[9] and lrs[20] > lrs[60] > lrs[99]
+    assert lrs[99] >= config.optim.lr * config.optim.min_lr_ratio
