@@ -51,8 +51,9 @@ class ModelConfig:
     depth: int = 4  # transformer self-attention layers
     heads: int = 8
     mlp_ratio: float = 4.0
-    patch_freq: int = 8  # conv-stem stride along frequency
-    patch_time: int = 4  # conv-stem stride along time
+    patch_freq: int = 8  # total encoder stride along frequency (tokens cover patch_freq bins)
+    patch_time: int = 4  # total encoder stride along time
+    encoder_levels: int = 2  # stride-2 conv levels before the tokens (multi-scale skip features)
     class_tokens: bool = True  # False: static learned queries outside self-attention (and no CE)
     grouping: bool = True  # False: class representations are the tokens' transformer outputs
     tokens_per_class: int = 1  # K

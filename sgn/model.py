@@ -4,13 +4,14 @@ One file, read top to bottom::
 
     mixture magnitude [B, F, T]
       -> log-frequency warp + log            [B, 1, Fw, T]
-      -> conv stem (full resolution)         h0 [B, S0, Fw, T]
+      -> conv stem and encoder_levels stride-2 conv levels (skip features)
       -> strided conv: time-frequency tokens f [B, P, D]
       -> [class tokens c ; f] through self-attention layers
       -> category-aware grouping: A = softmax_tokens(c W_q (f W_k)^T)  [B, S, P],
          g_i = c_i + proj(sum_p A_ip v_p / sum_p A_ip), + MLP          [B, S, D]
       -> per-class representation (mean of the class's K tokens)      [B, C, D]
-      -> reconstruction: tokens upsampled + h0 -> per-pixel features h [B, S0, Fw, T];
+      -> reconstruction: tokens upsampled through the levels, fused with the skip
+         features -> per-pixel features h [B, S0, Fw, T];
          mask_i = sigmoid(<W g_i, h> + b(g_i))                         [B, C, Fw, T]
       -> token-classification head (CE) and class-presence head (BCE).
 
@@ -47,6 +48,13 @@ def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad the last axis of ``x`` to a multiple of ``multiple``."""
     extra = (-x.shape[-1]) % multiple
     return F.pad(x, (0, extra)) if extra else x
+
+
+def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    """Convolution, BatchNorm, GELU (Sound-of-Pixels normalises every convolution likewise)."""
+    padding = (kernel - stride + 1) // 2
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=padding, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.GELU())
 
 
 def sinusoidal_embedding(positions: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -176,11 +184,19 @@ class SGN(nn.Module):
             raise ValueError(f"model.warped_bins ({config.warped_bins}) must be a multiple of model.patch_freq")
         self.warp = LogFrequencyWarp(n_bins, config.warped_bins)
         self.input_norm = nn.BatchNorm2d(1)
-        self.stem = nn.Sequential(
-            nn.Conv2d(1, s0, 3, padding=1), nn.GELU(), nn.Conv2d(s0, s0, 3, padding=1), nn.GELU()
+        levels = config.encoder_levels
+        scale = 2**levels
+        if config.patch_freq % scale or config.patch_time % scale:
+            raise ValueError(f"model.patch_freq and model.patch_time must be multiples of 2**encoder_levels ({scale})")
+        widths = [s0 * 2**i for i in range(levels + 1)]  # channels at full resolution, /2, /4, ...
+        self.stem = nn.Sequential(conv_block(1, s0), conv_block(s0, s0))
+        # each level halves time and frequency (Sound-of-Pixels' 4x4 stride-2 convolutions)
+        self.down = nn.ModuleList(
+            nn.Sequential(conv_block(widths[i], widths[i + 1], 4, stride=2), conv_block(widths[i + 1], widths[i + 1]))
+            for i in range(levels)
         )
-        self.patchify = nn.Conv2d(s0, d, kernel_size=(config.patch_freq, config.patch_time),
-                                  stride=(config.patch_freq, config.patch_time))
+        self.patchify = nn.Conv2d(widths[-1], d, kernel_size=(config.patch_freq // scale, config.patch_time // scale),
+                                  stride=(config.patch_freq // scale, config.patch_time // scale))
         self.freq_embedding = nn.Parameter(torch.zeros(config.warped_bins // config.patch_freq, d))
 
         layout, targets = token_layout(len(classes), config.tokens_per_class, config.share_tokens)
@@ -194,10 +210,9 @@ class SGN(nn.Module):
         self.token_head = nn.Linear(d, int(targets.max()) + 1)  # CE over token identities
         self.presence_head = nn.Linear(d, 1)  # BCE: is class c in the mixture?
 
-        self.feature_up = nn.Conv2d(d, s0, 1)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(2 * s0, s0, 3, padding=1), nn.GELU(), nn.Conv2d(s0, s0, 3, padding=1)
-        )
+        # reconstruction: tokens back to full resolution, fused with the encoder's features at every scale
+        self.feature_up = nn.Conv2d(d, widths[-1], 1)
+        self.up = nn.ModuleList(conv_block(2 * widths[i], widths[i - 1] if i else s0) for i in reversed(range(levels + 1)))
         self.mask_head = nn.Linear(d, s0 + 1)  # per-class weights and bias of the per-pixel dot product
 
     def forward(self, mix_mag: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -213,8 +228,10 @@ class SGN(nn.Module):
         n_frames = mix_mag.shape[-1]
         x = log_magnitude(self.warp.warp(mix_mag))[:, None]  # [B, 1, Fw, T]
         x = pad_time(self.input_norm(x), cfg.patch_time)  # [B, 1, Fw, T']
-        h0 = self.stem(x)  # [B, S0, Fw, T']
-        grid = self.patchify(h0)  # [B, D, Pf, Pt]
+        skips = [self.stem(x)]  # [B, S0, Fw, T']
+        for down in self.down:
+            skips.append(down(skips[-1]))  # [B, S0 * 2^i, Fw / 2^i, T' / 2^i]
+        grid = self.patchify(skips[-1])  # [B, D, Pf, Pt]
         b, d, pf, pt = grid.shape
         pos = self.freq_embedding[:, None, :] + sinusoidal_embedding(pt, d, grid.device)[None]  # [Pf, Pt, D]
         feats = grid.flatten(2).transpose(1, 2) + pos.reshape(pf * pt, d)  # [B, P, D]
@@ -239,9 +256,11 @@ class SGN(nn.Module):
         grouped = self.norm(grouped)
         class_rep = self.class_from_tokens @ grouped  # [B, C, D]
 
-        up = F.interpolate(self.feature_up(feats.transpose(1, 2).reshape(b, d, pf, pt)),
-                           size=h0.shape[-2:], mode="bilinear", align_corners=False)  # [B, S0, Fw, T']
-        pixel = self.decoder(torch.cat([h0, up], dim=1))  # [B, S0, Fw, T']
+        pixel = self.feature_up(feats.transpose(1, 2).reshape(b, d, pf, pt))  # [B, S0 * 2^levels, Pf, Pt]
+        for up, skip in zip(self.up, reversed(skips)):
+            pixel = F.interpolate(pixel, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            pixel = up(torch.cat([skip, pixel], dim=1))  # [B, S0 * 2^(i-1), Fw / 2^i, T' / 2^i]
+        # pixel: [B, S0, Fw, T'], the per-pixel features of the mask dot product
         weights = self.mask_head(class_rep)  # [B, C, S0 + 1]
         mask_logits = torch.einsum("bcs,bsft->bcft", weights[..., :-1], pixel) + weights[..., -1, None, None]
         return {
