@@ -1,0 +1,77 @@
+"""What SGN's class tokens learned: assignment statistics, token similarity, grouped representations.
+
+The grouping block assigns every time-frequency token to the class tokens with a
+softmax over tokens (``assignment [B, S, Pf, Pt]``). If grouping works, the tokens of
+the classes present in a mixture receive most of the loud patches; if it collapses,
+one token takes everything or the mass spreads evenly. :func:`grouping_statistics`
+measures that on a fixed mixture list.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgn.data import FixedMixtureDataset
+from sgn.separate import model_stft
+
+
+@torch.no_grad()
+def forward_with_energy(model: nn.Module, mixture: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Run ``model`` on waveforms ``[B, L]``; also return each patch's share of the mixture energy ``[B, Pf, Pt]``."""
+    stft_mag = model_stft(model).stft(mixture).abs()  # [B, F, T]
+    out = model(stft_mag)
+    energy = model.warp.warp(stft_mag) ** 2  # [B, Fw, T]
+    pf, pt = out["assignment"].shape[-2:]
+    energy = F.adaptive_avg_pool2d(energy[:, None], (pf, pt))[:, 0]  # [B, Pf, Pt]
+    return out, energy / energy.sum(dim=(-2, -1), keepdim=True)
+
+
+@torch.no_grad()
+def grouping_statistics(model: nn.Module, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
+    """Per mixture: how the grouping assigns the mixture's energy to class tokens.
+
+    Columns: ``mixture_id``, ``n_sources``, ``present_mass`` (energy-weighted share of the
+    assignment on tokens of present classes; chance is ``S_present / S``),
+    ``chance_mass``, ``entropy`` (mean assignment entropy over patches, in nats; its
+    maximum is ``log S``), ``top_token_share`` (share of energy whose argmax token is the
+    single most used token: near 1 means collapse) and ``presence_accuracy`` (the presence
+    head's accuracy over all classes at threshold 0.5).
+    """
+    if getattr(model, "grouping", None) is None:
+        raise ValueError("grouping statistics need an SGN model with the grouping block")
+    model.eval()
+    rows = []
+    layout = model.class_from_tokens > 0  # [C, S]
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        out, energy = forward_with_energy(model, batch["mixture"])
+        assign = out["assignment"]  # [B, S, Pf, Pt]
+        ids = batch["class_ids"]
+        present = torch.zeros(len(ids), len(model.classes), dtype=torch.bool)
+        present.scatter_(1, ids.clamp_min(0), ids >= 0)
+        token_present = (present.float() @ layout.float()) > 0  # [B, S]
+        mass = (assign * energy[:, None]).sum(dim=(-2, -1))  # [B, S], sums to 1 over S
+        entropy = -(assign.clamp_min(1e-12).log() * assign).sum(1)  # [B, Pf, Pt]
+        top = F.one_hot(assign.argmax(1), assign.shape[1]).permute(0, 3, 1, 2).float()  # [B, S, Pf, Pt]
+        top_share = (top * energy[:, None]).sum(dim=(-2, -1)).max(dim=1).values  # [B]
+        presence_ok = ((torch.sigmoid(out["presence_logits"]) > 0.5) == present).float().mean(1)
+        for i in range(len(ids)):
+            rows.append({
+                "mixture_id": int(batch["mixture_id"][i]),
+                "n_sources": int(batch["n_sources"][i]),
+                "present_mass": float(mass[i][token_present[i]].sum()),
+                "chance_mass": float(token_present[i].float().mean()),
+                "entropy": float((entropy[i] * energy[i]).sum()),
+                "top_token_share": float(top_share[i]),
+                "presence_accuracy": float(presence_ok[i]),
+            })
+    return pd.DataFrame(rows)
+
+
+def token_similarity(model: nn.Module) -> np.ndarray:
+    """Cosine similarity between the learned class tokens, ``[S, S]``."""
+    tokens = F.normalize(model.tokens.detach().float(), dim=-1)
+    return (tokens @ tokens.T).cpu().numpy()
