@@ -148,7 +148,17 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     separate.set_defaults(func=_cmd_separate)
 
 
-COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_data_commands, _add_model_commands)
+def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
+    from sgn.notebooks import add_notebooks_command
+    from sgn.sweep import add_sweep_command
+
+    add_notebooks_command(sub)
+    add_sweep_command(sub)
+
+
+COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_data_commands, _add_model_commands, _add_notebook_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

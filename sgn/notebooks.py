@@ -1,0 +1,647 @@
+"""Executing parameterised notebooks with papermill, cached on their inputs.
+
+The notebooks in ``notebooks/NN_name.ipynb`` are the project's experiments. Each
+has exactly one code cell tagged ``parameters``: a flat block of assignments, one
+per line, of a literal default with a comment saying why::
+
+    steps = 2000  # training steps; 2000 fit the 10-minute CPU budget
+    lr = 1e-3  # Adam learning rate (Sound-of-Pixels)
+    classes = ["cello", "flute"]  # classes to mix
+
+:func:`notebook_parameters` reads that cell; :func:`check_parameters` checks a
+dict of values against it (unknown names and values of another type are one-line
+:class:`~sgn.utils.SGNError`\\ s); :func:`run_notebook` executes a notebook with
+papermill, passing the values as typed Python literals (never ``-p`` strings).
+
+Caching: :func:`run_notebook` skips the execution when the executed copy already
+records the same *cache key*: a sha256 of the notebook file, its parameter values,
+the ``sgn`` package (its code and data files, see :func:`package_fingerprint`), the
+kernel name, and any upstream fingerprints. :func:`run_pipeline` runs the notebooks in
+order and makes each one depend on the code and parameters of the notebooks before
+it, so a change that alters an earlier notebook's results also re-executes the
+later ones, while prose edits only re-execute the notebook that changed.
+
+Failure: the executed copy is written to a temporary file and renamed into place
+only on success, so the previous executed copy survives a failed run; the failed
+execution is kept beside it as ``NAME.failed.ipynb`` and the error names the
+notebook and the failing cell.
+
+Profiles: ``notebooks/profiles/NAME.yaml`` (``smoke``, ``cpu``, ``gpu``) map a
+notebook's file stem to the parameter values for that profile; a notebook absent
+from the profile runs with its defaults. :func:`load_profile` validates one.
+
+Executed notebooks carry ``metadata.sgn``: the cache key, the parameters, the
+``sgn`` version, the git commit, the kernel and the wall time.
+
+``sgn notebooks --profile smoke --out DIR`` executes every ``notebooks/NN_name.ipynb``
+in name order into ``DIR`` (what ``make book`` runs before building the book);
+``--force`` executes even those that are up to date. The cache knows nothing of
+files a notebook reads or writes outside its parameters: delete the executed copy
+(or use ``--force``) after changing data by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextvars
+import datetime
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+import sgn
+from sgn.utils import SGNError, atomic_path, git_commit
+
+log = logging.getLogger("sgn")
+
+PARAMETERS_TAG = "parameters"
+# papermill tags the cell it inserts after the parameters cell with this.
+INJECTED_TAG = "injected-parameters"
+DEFAULT_KERNEL = "python3"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One assignment of a notebook's parameters cell.
+
+    Attributes:
+        name: the variable name.
+        default: the literal default value.
+        comment: the trailing ``# comment`` of its line, without the ``#``.
+    """
+
+    name: str
+    default: Any
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What :func:`run_notebook` did.
+
+    Attributes:
+        notebook: the source notebook.
+        output: the executed copy.
+        parameters: the values passed to the notebook (after type normalisation).
+        cache_key: the key recorded in ``output``'s ``metadata.sgn.cache_key``.
+        cached: True when the execution was skipped because ``output`` was up to date.
+        elapsed_s: wall time of the execution (of the recorded one when cached).
+    """
+
+    notebook: Path
+    output: Path
+    parameters: dict
+    cache_key: str
+    cached: bool
+    elapsed_s: float
+
+
+class NotebookError(SGNError):
+    """A notebook failed while executing.
+
+    ``str()`` is the one-line message; the attributes carry the details that a
+    sweep writes to the point's ``error.txt``.
+
+    Attributes:
+        notebook: the source notebook.
+        cell: 1-based position of the failing cell in the source notebook, or None.
+        traceback: the kernel's traceback text (colour codes removed), or "".
+        failed_copy: the saved failed execution, or None when nothing was written.
+    """
+
+    def __init__(self, message: str, *, notebook: Path, cell: int | None = None, traceback: str = "",
+                 failed_copy: Path | None = None):
+        super().__init__(message)
+        self.notebook = notebook
+        self.cell = cell
+        self.traceback = traceback
+        self.failed_copy = failed_copy
+
+
+# ---------------------------------------------------------------------------
+# The parameters cell
+
+
+def _read_notebook(path: Path):
+    import nbformat
+
+    if not path.is_file():
+        raise SGNError(f"{path}: notebook not found")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises several unrelated types for a broken file
+        raise SGNError(f"{path}: not a readable notebook ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def _parameters_cell_index(nb, path: Path) -> int:
+    indices = [i for i, cell in enumerate(nb.cells) if PARAMETERS_TAG in cell.get("metadata", {}).get("tags", [])]
+    if not indices:
+        raise SGNError(f"{path.name}: no cell tagged {PARAMETERS_TAG!r}; tag the cell of parameter defaults")
+    if len(indices) > 1:
+        numbers = ", ".join(str(i + 1) for i in indices)
+        raise SGNError(f"{path.name}: {len(indices)} cells tagged {PARAMETERS_TAG!r} (cells {numbers}); keep one")
+    if nb.cells[indices[0]].cell_type != "code":
+        raise SGNError(f"{path.name}: the cell tagged {PARAMETERS_TAG!r} is not a code cell")
+    return indices[0]
+
+
+def _injectable(value: Any) -> bool:
+    """True if papermill writes ``value`` back as the same Python literal.
+
+    papermill translates None, bool, int, float, str, list and dict (str keys);
+    anything else (a tuple, a Path) would arrive in the notebook as a string.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, list):
+        return all(_injectable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _injectable(v) for k, v in value.items())
+    return False
+
+
+def notebook_parameters(notebook: str | os.PathLike) -> dict[str, Parameter]:
+    """The parameters a notebook declares, in the order of its parameters cell.
+
+    Args:
+        notebook: path of a ``.ipynb`` file.
+
+    Returns:
+        ``{name: Parameter}``; a default's Python type is the parameter's type.
+
+    Raises:
+        SGNError: the notebook has no parameters cell or more than one, or the cell
+            holds anything but ``name = literal`` lines (a call, a tuple, a magic).
+    """
+    path = Path(notebook)
+    nb = _read_notebook(path)
+    source = nb.cells[_parameters_cell_index(nb, path)].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as err:
+        raise SGNError(f"{path.name}: parameters cell line {err.lineno}: not Python ({err.msg})") from None
+    lines = source.splitlines()
+    params: dict[str, Parameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        else:
+            target = None
+        if not isinstance(target, ast.Name):
+            raise SGNError(f"{path.name}: parameters cell line {node.lineno}: expected `name = literal`")
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            raise SGNError(
+                f"{path.name}: parameter {target.id} (line {node.lineno}) has a default that is not a literal; "
+                "compute derived values in a later cell"
+            ) from None
+        if not _injectable(default):
+            raise SGNError(
+                f"{path.name}: parameter {target.id} has a default of type {type(default).__name__}, which "
+                "papermill cannot inject; use None, bool, int, float, str, list or dict"
+            )
+        comment = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        params[target.id] = Parameter(target.id, default, comment.removeprefix("#").strip())
+    return params
+
+
+def _coerce(label: str, param: Parameter, value: Any) -> Any:
+    """``value`` in the parameter's type (an int becomes a float for a float default), or SGNError."""
+    default = param.default
+    wanted = type(default).__name__
+    if not _injectable(value):
+        raise SGNError(f"{label}: parameter {param.name}: {value!r} cannot be injected; "
+                       "use None, bool, int, float, str, list or dict")
+    if default is None:
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is a subclass of int: compare exact types so True is not an int and 1 is not a bool
+    if type(value) is not type(default):
+        raise SGNError(f"{label}: parameter {param.name} expects {wanted} (default {default!r}), "
+                       f"got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_parameters(notebook: str | os.PathLike, params: Mapping[str, Any]) -> dict:
+    """Check values against a notebook's parameters cell.
+
+    Args:
+        notebook: path of a ``.ipynb`` file.
+        params: values to inject, ``{name: value}``.
+
+    Returns:
+        The values, in the parameters' types: an int given for a float default
+        becomes a float, so the notebook sees the type its cell declares.
+
+    Raises:
+        SGNError: a name the cell does not declare (the message lists those it
+            does), or a value of another type than the default's (bool and int are
+            distinct; an int is accepted for a float; a None default accepts any).
+    """
+    path = Path(notebook)
+    declared = notebook_parameters(path)
+    checked = {}
+    for name, value in params.items():
+        if name not in declared:
+            raise SGNError(f"{path.name}: unknown parameter {name!r}; its parameters: {', '.join(declared)}")
+        checked[name] = _coerce(path.name, declared[name], value)
+    return checked
+
+
+# ---------------------------------------------------------------------------
+# Cache keys
+
+
+def package_fingerprint() -> str:
+    """sha256 of the ``sgn`` package: its code and its data (configs, manifests).
+
+    Every file under ``sgn/`` counts except byte code and hidden files, so a stray
+    file can only cause a needless re-execution, never a stale result.
+    """
+    root = Path(sgn.__file__).resolve().parent
+    files = sorted(
+        path for path in root.rglob("*")
+        if path.is_file() and path.suffix != ".pyc"
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts)
+    )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+
+
+def code_fingerprint(notebook: str | os.PathLike, params: Mapping[str, Any]) -> str:
+    """sha256 of a notebook's code cells and parameter values, ignoring its prose.
+
+    A later notebook of a pipeline depends on this, not on the whole file, so that
+    editing an earlier notebook's markdown does not re-execute everything after it.
+    """
+    nb = _read_notebook(Path(notebook))
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    return hashlib.sha256(_canonical_json([code, dict(params)]).encode()).hexdigest()
+
+
+def cache_key(notebook: str | os.PathLike, params: Mapping[str, Any], *, kernel_name: str = DEFAULT_KERNEL,
+              depends_on: Sequence[str] = ()) -> str:
+    """The key an executed copy must record to be reused.
+
+    Args:
+        notebook: path of the source notebook (its bytes are hashed).
+        params: the values passed to it (checked and normalised).
+        kernel_name: the Jupyter kernel it runs on.
+        depends_on: further strings the result depends on (upstream fingerprints).
+
+    Returns:
+        A hex sha256.
+    """
+    digest = hashlib.sha256()
+    for part in (Path(notebook).read_bytes(), _canonical_json(dict(params)).encode(),
+                 package_fingerprint().encode(), kernel_name.encode(), *(s.encode() for s in depends_on)):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def _recorded(output: Path) -> dict:
+    """The ``metadata.sgn`` record of an executed copy; {} if missing or unreadable."""
+    try:
+        record = json.loads(output.read_text())["metadata"]["sgn"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+# ---------------------------------------------------------------------------
+# Execution
+
+
+def _check_kernel(kernel_name: str) -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    # "python3" always resolves while ipykernel is importable: jupyter_client falls back to
+    # ipykernel's built-in spec and runs it with this interpreter (sys.executable).
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel:
+        raise SGNError(
+            f"no Jupyter kernel named {kernel_name!r}; install ipykernel into this environment "
+            "(pip install -e '.[book]') or register the kernel with `python -m ipykernel install --sys-prefix`"
+        ) from None
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _source_cell_number(nb_source, error_cell_index: int, injected: bool) -> int:
+    """1-based position in the source notebook of the cell papermill reports by its executed index.
+
+    papermill inserts its ``injected-parameters`` cell right after the parameters cell
+    (or replaces one already in the file), which shifts the cells after it by one.
+    """
+    has_injected = any(INJECTED_TAG in c.get("metadata", {}).get("tags", []) for c in nb_source.cells)
+    param_index = next(i for i, c in enumerate(nb_source.cells)
+                       if PARAMETERS_TAG in c.get("metadata", {}).get("tags", []))
+    shift = 1 if injected and not has_injected and error_cell_index > param_index else 0
+    return error_cell_index - shift + 1
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def run_notebook(
+    notebook: str | os.PathLike,
+    output_notebook: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    *,
+    cwd: str | os.PathLike | None = None,
+    cache: bool = True,
+    kernel_name: str = DEFAULT_KERNEL,
+    depends_on: Sequence[str] = (),
+    progress: bool = True,
+    log_output: bool = False,
+) -> RunResult:
+    """Execute a notebook with papermill, or reuse its executed copy when nothing changed.
+
+    Args:
+        notebook: the source ``.ipynb``; it is never modified.
+        output_notebook: where the executed copy goes. It is replaced only when the
+            execution succeeds.
+        params: values for the parameters cell, as Python values (checked with
+            :func:`check_parameters`); papermill injects them as literals.
+        cwd: the kernel's working directory. Default: the notebook's folder, as when
+            the notebook is opened in Jupyter, so relative paths mean the same.
+        cache: reuse ``output_notebook`` when it records the same cache key.
+        kernel_name: Jupyter kernel to run on.
+        depends_on: extra strings the cache key includes (see :func:`run_pipeline`).
+        progress: show papermill's per-cell progress bar.
+        log_output: echo the notebook's output to the ``papermill`` logger.
+
+    Returns:
+        A :class:`RunResult`.
+
+    Raises:
+        SGNError: a missing notebook or kernel, or bad parameters.
+        NotebookError: the notebook raised; the message names the notebook and the
+            failing cell. The previous executed copy is left as it was and the failed
+            execution is saved as ``NAME.failed.ipynb`` beside it.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook).resolve()
+    output = Path(output_notebook).resolve()
+    checked = check_parameters(notebook, params or {})
+    key = cache_key(notebook, checked, kernel_name=kernel_name, depends_on=depends_on)
+    recorded = _recorded(output) if cache else {}
+    if recorded.get("cache_key") == key:
+        log.info("%s: up to date, not executed", notebook.stem)
+        return RunResult(notebook, output, checked, key, True, float(recorded.get("elapsed_s", math.nan)))
+
+    _check_kernel(kernel_name)
+    failed_copy = output.with_name(f"{output.stem}.failed.ipynb")
+    workdir = Path(cwd).resolve() if cwd is not None else notebook.parent
+    started = time.perf_counter()
+    with atomic_path(output) as tmp:
+        try:
+            _call_with_own_event_loop(
+                papermill.execute_notebook, notebook, tmp, parameters=checked, kernel_name=kernel_name,
+                progress_bar=progress, log_output=log_output,
+                language="python",  # parameters cells are parsed as Python; a notebook may lack language metadata
+                # The kernel starts in workdir; papermill's own cwd= would os.chdir the whole
+                # process, which races when a Dask worker runs several notebooks in threads.
+                resources={"metadata": {"path": str(workdir)}},
+            )
+        except PapermillExecutionError as err:
+            os.replace(tmp, failed_copy)
+            cell = _source_cell_number(_read_notebook(notebook), err.cell_index, injected=bool(checked))
+            raise NotebookError(
+                f"notebook {notebook.stem} failed in cell {cell} (In [{err.exec_count}]): "
+                f"{err.ename}: {_first_line(err.evalue)}; the failed run is in {failed_copy}",
+                notebook=notebook, cell=cell, traceback=_strip_ansi("\n".join(err.traceback)),
+                failed_copy=failed_copy,
+            ) from None
+        except Exception as err:  # a dead kernel, a timeout: nbclient's errors, not the notebook's
+            saved = tmp.stat().st_size > 0
+            if saved:
+                os.replace(tmp, failed_copy)
+            where = f"; the failed run is in {failed_copy}" if saved else ""
+            raise NotebookError(
+                f"notebook {notebook.stem} failed: {type(err).__name__}: {_first_line(err)}{where}",
+                notebook=notebook, failed_copy=failed_copy if saved else None,
+            ) from err
+        elapsed = time.perf_counter() - started
+        _record_metadata(tmp, output, {
+            "cache_key": key,
+            "parameters": checked,
+            "sgn_version": sgn.__version__,
+            "git_commit": git_commit(),
+            "kernel_name": kernel_name,
+            "elapsed_s": round(elapsed, 3),
+            "executed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+    failed_copy.unlink(missing_ok=True)  # a stale failure would mislead once the notebook runs again
+    log.info("%s: executed in %.1f s", notebook.stem, elapsed)
+    return RunResult(notebook, output, checked, key, False, elapsed)
+
+
+def _call_with_own_event_loop(func, /, *args, **kwargs):
+    """Call ``func`` so that, off the main thread, nbclient gets an event loop of its own.
+
+    nbclient runs on jupyter_core's ``run_sync``, which caches "this thread's" event
+    loop in a context variable. Threads that run with a copy of another thread's
+    context (Dask's in-process workers copy the submitter's) would share that loop
+    and fail with "This event loop is already running". A fresh context gets a new
+    loop, closed afterwards. The main thread keeps its own loop and nbclient's
+    Ctrl-C handler, which only works there.
+    """
+    from jupyter_core.utils import ensure_event_loop
+
+    if threading.current_thread() is threading.main_thread():
+        return func(*args, **kwargs)
+
+    def call():
+        loop = ensure_event_loop()
+        if loop.is_running():  # called from async code: jupyter_core runs it on a helper thread
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            loop.close()
+            asyncio.set_event_loop(None)  # leave the thread as it was: no current loop
+
+    return contextvars.Context().run(call)
+
+
+def _record_metadata(tmp: Path, output: Path, record: dict) -> None:
+    """Add ``metadata.sgn`` to the executed notebook at ``tmp`` that will become ``output``."""
+    import nbformat
+
+    nb = nbformat.read(tmp, as_version=4)
+    nb.metadata["sgn"] = record
+    nb.metadata["papermill"]["output_path"] = str(output)  # papermill recorded the temporary name
+    nbformat.write(nb, tmp)
+
+
+# ---------------------------------------------------------------------------
+# Pipelines and profiles
+
+
+def find_notebooks(notebook_dir: str | os.PathLike) -> list[Path]:
+    """The pipeline's notebooks: ``NN_name.ipynb`` files (a leading digit), in name order."""
+    return sorted(Path(notebook_dir).glob("[0-9]*.ipynb"))
+
+
+def load_profile(path: str | os.PathLike, notebook_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+    """Load and validate a profile: parameter values per notebook.
+
+    A profile is a YAML mapping from a notebook's file stem to its parameters::
+
+        # notebooks/profiles/smoke.yaml
+        01_data:
+          clips_per_class: 4
+        02_train:
+          config: smoke
+          max_minutes: 0.5
+
+    Args:
+        path: the profile's YAML file.
+        notebook_dir: the folder of the notebooks. Default: the folder holding the
+            profile's ``profiles/`` folder.
+
+    Returns:
+        ``{stem: {name: value}}``, values normalised as by :func:`check_parameters`.
+
+    Raises:
+        SGNError: unreadable YAML, a stem with no notebook, or a parameter the
+            notebook cannot take.
+    """
+    path = Path(path)
+    notebook_dir = Path(notebook_dir) if notebook_dir is not None else path.resolve().parent.parent
+    if not path.is_file():
+        raise SGNError(f"{path}: profile not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SGNError(f"{path}: expected a mapping of notebook name to parameters")
+    profile = {}
+    for stem, params in data.items():
+        notebook = notebook_dir / f"{stem}.ipynb"
+        if not notebook.is_file():
+            known = ", ".join(p.stem for p in find_notebooks(notebook_dir)) or "none"
+            raise SGNError(f"{path}: no notebook {stem}.ipynb in {notebook_dir} (notebooks: {known})")
+        if params is not None and not isinstance(params, dict):
+            raise SGNError(f"{path}: {stem}: expected a mapping of parameter to value, got {params!r}")
+        try:
+            profile[str(stem)] = check_parameters(notebook, params or {})
+        except SGNError as err:
+            raise SGNError(f"{path}: {err}") from None
+    return profile
+
+
+def run_pipeline(
+    notebooks: Sequence[str | os.PathLike],
+    params_by_notebook: Mapping[str, Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    *,
+    cwd: str | os.PathLike | None = None,
+    cache: bool = True,
+    kernel_name: str = DEFAULT_KERNEL,
+    progress: bool = True,
+) -> list[RunResult]:
+    """Execute notebooks in order into ``out_dir``, stopping at the first failure.
+
+    Each notebook's cache key includes the code fingerprint (code cells and
+    parameters, see :func:`code_fingerprint`) of every notebook before it, because
+    later notebooks read what earlier ones wrote (data, checkpoints).
+
+    Args:
+        notebooks: source notebooks, in execution order.
+        params_by_notebook: ``{stem: {name: value}}`` (e.g. from :func:`load_profile`);
+            a notebook without an entry runs with its defaults.
+        out_dir: folder of the executed copies, ``out_dir/NAME.ipynb``.
+        cwd: the kernels' working directory (default: each notebook's folder).
+        cache: reuse executed copies whose cache key matches.
+        kernel_name: Jupyter kernel to run on.
+        progress: show per-cell progress bars.
+
+    Returns:
+        One :class:`RunResult` per notebook.
+
+    Raises:
+        NotebookError: the first notebook that failed; later ones are not run and
+            every executed copy already in ``out_dir`` stays as it was.
+    """
+    results = []
+    upstream: list[str] = []
+    for notebook in map(Path, notebooks):
+        params = params_by_notebook.get(notebook.stem, {})
+        result = run_notebook(notebook, Path(out_dir) / notebook.name, params, cwd=cwd, cache=cache,
+                              kernel_name=kernel_name, depends_on=upstream, progress=progress)
+        results.append(result)
+        upstream = [*upstream, code_fingerprint(notebook, result.parameters)]
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Command line (wired into `sgn` by sgn.cli)
+
+
+def resolve_profile(profile: str, notebook_dir: str | os.PathLike) -> Path:
+    """A profile given by name (``smoke``: ``notebook_dir/profiles/smoke.yaml``) or by path."""
+    path = Path(profile)
+    if path.suffix or path.exists():
+        return path
+    path = Path(notebook_dir) / "profiles" / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(notebook_dir) / "profiles").glob("*.yaml"))
+        raise SGNError(f"no profile {profile!r} in {path.parent}; profiles: {', '.join(known) or 'none'}")
+    return path
+
+
+def _cmd_notebooks(args) -> None:
+    # papermill logs two INFO lines per notebook; the progress bars say the same
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    notebooks = find_notebooks(args.dir)
+    if not notebooks:
+        raise SGNError(f"no NN_name.ipynb notebooks in {args.dir}")
+    params = load_profile(resolve_profile(args.profile, args.dir), args.dir) if args.profile else {}
+    results = run_pipeline(notebooks, params, args.out, cache=not args.force, kernel_name=args.kernel)
+    executed = [r.notebook.stem for r in results if not r.cached]
+    log.info("%d notebooks executed (%s), %d up to date; executed copies in %s", len(executed),
+             ", ".join(executed) or "none", len(results) - len(executed), args.out)
+
+
+def add_notebooks_command(sub) -> None:
+    """Add ``sgn notebooks`` (execute every notebook of a profile, cached) to ``sgn``'s sub-parsers."""
+    notebooks = sub.add_parser("notebooks", help="execute the notebooks in order with a profile's parameters (cached)")
+    notebooks.add_argument("--profile", help="profile name (notebooks/profiles/NAME.yaml) or YAML path; "
+                                             "default: the notebooks' own defaults")
+    notebooks.add_argument("--out", type=Path, required=True, help="folder of the executed copies")
+    notebooks.add_argument("--dir", type=Path, default=Path("notebooks"), help="folder of the NN_name.ipynb notebooks")
+    notebooks.add_argument("--kernel", default=DEFAULT_KERNEL, help="Jupyter kernel name")
+    notebooks.add_argument("--force", action="store_true", help="execute even the notebooks that are up to date")
+    notebooks.set_defaults(func=_cmd_notebooks)
