@@ -80,6 +80,10 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     mixtures.add_argument("--out", type=Path, required=True, help="output CSV")
     mixtures.set_defaults(func=_cmd_data_mixtures)
 
+    from sgn.download import add_download_command
+
+    add_download_command(data_sub)
+
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from sgn.config import apply_overrides, load_config
