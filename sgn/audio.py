@@ -16,6 +16,7 @@ not import next to the CPU torch, and its I/O moved to TorchCodec.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -94,6 +95,18 @@ def save_audio(
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate, format=fmt, subtype=subtype)
     return path
+
+
+def encode_audio(wave: np.ndarray, sample_rate: int, fmt: str = "OGG") -> bytes:
+    """Encode ``[L]`` float audio in memory (OGG/Vorbis by default, for players in the book)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if not np.isfinite(peak):
+        raise SGNError("encode_audio: signal contains NaN or Inf")
+    buffer = io.BytesIO()
+    subtype = {"OGG": "VORBIS", "MP3": "MPEG_LAYER_III", "WAV": "PCM_16", "FLAC": "PCM_16"}[fmt]
+    sf.write(buffer, wave / max(1.0, peak), sample_rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

@@ -91,3 +91,19 @@ def test_check_audio_messages():
         check_audio(np.zeros(100), "x")
     with pytest.raises(SGNError, match="clipped"):
         check_audio(np.clip(ok * 10, -1, 1), "x", allow_clipped=False)
+
+
+def test_encode_audio_in_memory_is_compressed_and_decodable():
+    import io
+
+    import soundfile as sf
+
+    from sgn.audio import encode_audio
+
+    wave = (0.5 * np.sin(2 * np.pi * 330 * np.arange(3 * 11025) / 11025)).astype(np.float32)
+    data = encode_audio(wave, 11025)
+    assert data[:4] == b"OggS" and len(data) < wave.size * 2 / 4  # well under 16-bit PCM
+    back, rate = sf.read(io.BytesIO(data))
+    assert rate == 11025 and abs(len(back) - len(wave)) < 1100
+    with pytest.raises(SGNError, match="NaN"):
+        encode_audio(np.array([np.nan], dtype=np.float32), 11025)
