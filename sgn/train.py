@@ -12,6 +12,24 @@ Determinism: training item ``k`` is a pure function of ``(seed, k)`` (see
 learning rate is a function of the step; ``last.pt`` stores the torch RNG. So a run
 stopped and resumed from ``last.pt`` ends with the same weights as one that never
 stopped.
+
+Several processes (DistributedDataParallel): launch with torchrun, one process per GPU
+(NCCL) or a few CPU processes (gloo)::
+
+    torchrun --standalone --nproc_per_node 4 -m sgn.train --config gpu --out runs/gpu
+    torchrun --standalone --nproc_per_node 2 -m sgn.train --config cpu --out runs/cpu --device cpu
+
+``python -m sgn.train`` takes the flags of ``sgn train``; ``torchrun ... $(which sgn)
+train ...`` works too. ``optim.batch_size`` stays the global batch: it must divide by
+the number of processes, and rank ``r`` of ``W`` takes the ``r``-th contiguous
+``B/W`` of step ``s``'s items, so every step trains on the same items whatever ``W``.
+Rank 0 alone validates, writes ``metrics.csv`` (the loss averaged over all ranks) and
+the checkpoints; ``--resume`` works with any number of processes. On CUDA every
+BatchNorm becomes a SyncBatchNorm, so ``W`` processes compute what one process with
+the whole batch would; torch's SyncBatchNorm refuses CPU tensors, so with gloo on CPU
+each rank normalises over its own ``B/W`` items and the losses differ slightly. With
+``model.gumbel`` each rank draws its own noise, seeded by ``(seed, rank, first step)``:
+a resumed run under torchrun is repeatable but not identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,8 +45,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from sgn.audio import STFTSpec
@@ -122,14 +142,20 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
 
 
 class _StepBatches(torch.utils.data.Sampler):
-    """Batches of item numbers for steps ``start .. stop-1``: step ``s`` gets ``s*B .. s*B+B-1``."""
+    """Batches of item numbers for steps ``start .. stop-1``: step ``s`` gets ``s*B .. s*B+B-1``.
 
-    def __init__(self, start: int, stop: int, batch_size: int):
+    Of ``world_size`` processes, rank ``r`` takes the ``r``-th contiguous ``B/world_size`` of them.
+    """
+
+    def __init__(self, start: int, stop: int, batch_size: int, rank: int = 0, world_size: int = 1):
         self.start, self.stop, self.batch_size = start, stop, batch_size
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
 
     def __iter__(self):
         for step in range(self.start, self.stop):
-            yield list(range(step * self.batch_size, (step + 1) * self.batch_size))
+            first = step * self.batch_size + self.offset
+            yield list(range(first, first + self.local))
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -144,10 +170,31 @@ def _write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def _read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    """The rows of ``metrics.csv`` up to ``up_to_step``, typed as the loop writes them."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["step"]) <= up_to_step]
+        rows = [{k: (int(v) if k == "step" else float(v) if v != "" else "") for k, v in row.items()}
+                for row in csv.DictReader(f)]
+    return [row for row in rows if row["step"] <= up_to_step]
+
+
+def _init_distributed(device: str) -> tuple[int, int, torch.device]:
+    """Join torchrun's process group if torchrun started us; return ``(rank, world_size, device)``."""
+    device_t = resolve_device(device)
+    if "RANK" not in os.environ:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE
+        return 0, 1, device_t
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    if device_t.type == "cuda":
+        device_t = torch.device("cuda", local_rank)  # one GPU per process
+        torch.cuda.set_device(device_t)
+    else:
+        # share the cores: torch's default of one thread per core in every process
+        # oversubscribes them, and torchrun's default (OMP_NUM_THREADS=1) leaves them idle
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    dist.init_process_group("nccl" if device_t.type == "cuda" else "gloo")
+    return rank, world_size, device_t
 
 
 def train(
@@ -161,17 +208,34 @@ def train(
 ) -> list[dict]:
     """Train one run; return the metrics history (one dict per logged step).
 
+    Under torchrun this is one process of a DistributedDataParallel run (see the module
+    docstring); ranks other than 0 return an empty history.
+
     Args:
         config: the run's configuration.
         out_dir: the run folder (created).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (under torchrun: the GPU of the local rank).
         resume: continue from ``out_dir/last.pt``; the config must equal the stored one.
         progress: show a progress bar.
         stop_after: stop (as if killed) after this many steps of this call; for tests
             of resuming and for budgeted runs.
     """
-    out_dir = Path(out_dir)
-    device_t = resolve_device(device)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if config.optim.batch_size % world_size:
+        raise SGNError(f"config: optim.batch_size {config.optim.batch_size} is the global batch; "
+                       f"it must divide by the {world_size} processes")
+    rank, world_size, device_t = _init_distributed(device)
+    try:
+        return _train(config, Path(out_dir), device_t, rank, world_size,
+                      resume=resume, progress=progress, stop_after=stop_after)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
+           resume: bool, progress: bool, stop_after: int | None) -> list[dict]:
+    master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
     last_path, best_path, config_path, metrics_path = (
         out_dir / "last.pt", out_dir / "best.pt", out_dir / "config.yaml", out_dir / "metrics.csv"
     )
@@ -183,6 +247,8 @@ def train(
             raise SGNError(f"{out_dir}: holds a run with a different config; resume it with the same config or use another --out")
     elif resume and last_path.exists():
         raise SGNError(f"{out_dir}: last.pt without config.yaml; not an sgn run folder")
+    if ddp:
+        dist.barrier()  # every rank has checked the folder before rank 0 writes to it
 
     torch.manual_seed(config.seed)
     index = read_index(config.data.index)
@@ -198,7 +264,10 @@ def train(
     val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft),
                                              batch_size=config.optim.batch_size)
 
-    model = build_model(config, classes).to(device_t)
+    model = build_model(config, classes).to(device_t)  # the same initial weights on every rank
+    if ddp and device_t.type == "cuda":
+        # BatchNorm statistics over the global batch, as in one process (not possible on CPU)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     fused = device_t.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
                                   weight_decay=config.optim.weight_decay, fused=fused)
@@ -211,11 +280,21 @@ def train(
         torch.set_rng_state(state["torch_rng"].cpu())
         if "cuda_rng" in state and device_t.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device_t)
-        log.info("resuming %s at step %d", out_dir, step)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, config_path)
-    rows = _read_metrics(metrics_path, step)
+        if master:
+            log.info("resuming %s at step %d", out_dir, step)
+    if ddp:
+        # each rank its own Gumbel noise (the only randomness in a training step)
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, rank, step]).generate_state(1)[0]))
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, config_path)
+    rows = _read_metrics(metrics_path, step) if master else []
     forward = torch.compile(model) if config.compile else model
+    if ddp:
+        # static_graph: the same parameters take part in every step, though not all of
+        # them (model.class_tokens=false leaves the token head unused)
+        forward = DistributedDataParallel(forward, device_ids=[device_t.index] if device_t.type == "cuda" else None,
+                                          static_graph=True)
     use_bf16 = config.bf16 and device_t.type == "cuda"
 
     def autocast():
@@ -224,7 +303,7 @@ def train(
     max_steps = config.optim.max_steps
     stop = max_steps if stop_after is None else min(max_steps, step + stop_after)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=_StepBatches(step, stop, config.optim.batch_size),
+        train_set, batch_sampler=_StepBatches(step, stop, config.optim.batch_size, rank, world_size),
         num_workers=config.data.num_workers, pin_memory=device_t.type == "cuda",
         # its own generator: creating the iterator must not draw from the global RNG,
         # or a resumed run's Gumbel noise would shift
@@ -232,8 +311,10 @@ def train(
     )
     seconds_per_batch = config.optim.batch_size * config.data.segment_samples / config.data.sample_rate
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("training %s (%.2fM parameters) on %s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
-             config.model.arch, n_params / 1e6, device_t, step, stop, max_steps, seconds_per_batch, out_dir)
+    if master:
+        log.info("training %s (%.2fM parameters) on %s%s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
+                 config.model.arch, n_params / 1e6, device_t, f" x {world_size} processes" if ddp else "",
+                 step, stop, max_steps, seconds_per_batch, out_dir)
 
     def checkpoint(path: Path, with_state: bool) -> None:
         extra = {"step": step, "best_val_sdr": best_sdr}
@@ -247,7 +328,7 @@ def train(
     saved_at: dict[Path, int] = {}
     model.train()
     start_time, window_start, window_items = time.perf_counter(), time.perf_counter(), 0
-    bar = tqdm(total=max_steps, initial=step, disable=not progress, desc=f"train {config.model.arch}", unit="step")
+    bar = tqdm(total=max_steps, initial=step, disable=not (progress and master), desc=f"train {config.model.arch}", unit="step")
     for batch in loader:
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
@@ -269,11 +350,21 @@ def train(
 
         is_eval = step % config.eval_every == 0 or step == max_steps
         if step % config.log_every == 0 or is_eval:
+            logged = torch.stack([loss, *losses.values()]).detach()
+            if ddp:
+                # Each rank's losses are means over its B/W items; DDP averages the gradients
+                # and we average the losses, which gives the global-batch mean when every rank
+                # has as many valid sources (fixed data.n_sources; a range like "1-4" weighs
+                # the items slightly differently from one process).
+                dist.all_reduce(logged)  # sum (gloo has no average)
+                logged /= world_size
+            if not master:
+                continue  # validation and writing are rank 0's; the others wait in the next all-reduce
             now = time.perf_counter()
-            row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+            row = {"step": step, "loss": logged[0].item(), "lr": lr, "grad_norm": float(grad_norm),
                    "elapsed_s": round(now - start_time, 3),
                    "samples_per_s": round(window_items / max(now - window_start, 1e-9), 3),
-                   "val_sdr": "", **{k: v.item() for k, v in losses.items()}}
+                   "val_sdr": "", **{k: v.item() for k, v in zip(losses, logged[1:])}}
             window_start, window_items = now, 0
             if is_eval:
                 row["val_sdr"] = validate(model, val_loader, device_t, autocast)
@@ -285,8 +376,18 @@ def train(
             _write_metrics(metrics_path, rows)
             bar.set_postfix(loss=f"{row['loss']:.4f}", val_sdr=f"{best_sdr:.2f}")
     bar.close()
+    if not master:
+        return []
     if saved_at.get(last_path) != step:
         checkpoint(last_path, with_state=True)
     log.info("run %s at step %d/%d; best validation SDR %.2f dB; checkpoints in %s",
              out_dir.name, step, max_steps, best_sdr, out_dir)
     return [dict(r) for r in rows]
+
+
+if __name__ == "__main__":  # python -m sgn.train (and torchrun -m sgn.train) take sgn train's flags
+    import sys
+
+    from sgn.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -54,6 +54,9 @@ def test_resume_matches_uninterrupted_run(tiny_synth, tmp_path, overrides):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), key
     with open(tmp_path / "stopped" / "metrics.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
+    # a finished run resumed returns its history, typed like a fresh one
+    history = train(config, tmp_path / "stopped", progress=False, resume=True)
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5, 6] and isinstance(history[0]["loss"], float)
 
 
 def test_resume_after_a_crash(tiny_synth, tmp_path, monkeypatch):
