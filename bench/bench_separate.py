@@ -30,17 +30,16 @@ from sgn.data import MUSIC_CLASSES  # noqa: E402
 from sgn.separate import Separator  # noqa: E402
 
 
-def separator_for(config_name: str, checkpoint: str | None, device: str, tmp: Path) -> Separator:
-    if checkpoint is None:
-        config = load_config(config_name)
-        checkpoint = save_checkpoint(tmp / f"{config_name}.pt", build_model(config, list(MUSIC_CLASSES)), config)
-    return Separator.from_checkpoint(checkpoint, device=device)
+def fresh_checkpoint(config_name: str, tmp: Path) -> Path:
+    """A freshly initialised model of a profile, saved as a checkpoint."""
+    config = load_config(config_name)
+    return save_checkpoint(tmp / f"{config_name}.pt", build_model(config, list(MUSIC_CLASSES)), config)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=["cpu"], help="profiles to time")
-    parser.add_argument("--checkpoint", default=None, help="time this checkpoint instead of a fresh model")
+    parser.add_argument("--checkpoint", default=None, help="time this checkpoint instead of fresh models of --config")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the mixture")
     parser.add_argument("--n-classes", type=int, nargs="+", default=[2], help="classes requested")
     parser.add_argument("--reps", type=int, default=3)
@@ -49,11 +48,13 @@ def main() -> None:
 
     print(machine_line())
     print()
-    print("| config | device | audio (s) | classes | time (s), median | real-time factor |")
+    print("| model | device | audio (s) | classes | time (s), median | real-time factor |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.config:
-            sep = separator_for(name, args.checkpoint, args.device, Path(tmp))
+        models = {args.checkpoint: args.checkpoint} if args.checkpoint else {
+            name: fresh_checkpoint(name, Path(tmp)) for name in args.config}
+        for name, checkpoint in models.items():
+            sep = Separator.from_checkpoint(checkpoint, device=args.device)
             rate = sep.sample_rate
             rng = np.random.default_rng(0)
             t = np.arange(int(args.seconds * rate)) / rate

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -181,13 +181,23 @@ def load_config(name_or_path: str | Path) -> TrainConfig:
     return from_dict(TrainConfig, data)
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
+def apply_overrides(config: TrainConfig, overrides: Sequence[str] | Mapping[str, Any]) -> TrainConfig:
+    """Apply overrides: ``section.key=value`` strings (values parsed as YAML scalars, as
+    ``--set`` gives them) or a mapping ``{"section.key": value}`` of typed values."""
+    if isinstance(overrides, Mapping):
+        pairs = list(overrides.items())
+    else:
+        pairs = []
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                raise SGNError(f"--set {item!r}: expected key=value, e.g. optim.lr=3e-4")
+            try:
+                pairs.append((key, yaml.safe_load(text)))
+            except yaml.YAMLError:
+                pairs.append((key, text))
     data = to_dict(config)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise SGNError(f"--set {item!r}: expected key=value, e.g. optim.lr=3e-4")
+    for key, value in pairs:
         *parents, leaf = key.strip().split(".")
         node = data
         for i, part in enumerate(parents):
@@ -196,10 +206,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
             node = node[part]
         if leaf not in node or isinstance(node[leaf], dict):
             raise SGNError(f"config: unknown key {key}")
-        try:
-            node[leaf] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            node[leaf] = text
+        node[leaf] = value
     return from_dict(TrainConfig, data)
 
 

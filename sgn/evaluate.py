@@ -161,6 +161,43 @@ def evaluate(
         return score_estimator(name, estimator, dataset, batch_size=batch_size, progress=progress)
 
 
+@torch.no_grad()
+def presence_detection(
+    checkpoint: str | os.PathLike, mixtures: str | os.PathLike, *, device: str = "auto", threshold: float = 0.5,
+    batch_size: int = 8,
+) -> pd.DataFrame:
+    """How well the presence head finds the classes in each mixture of a list, when it must guess.
+
+    Returns:
+        One row per mixture: ``mixture_id``, ``n_sources``, ``true`` and ``predicted``
+        (``+``-joined class names), ``precision`` and ``recall`` of the predicted set
+        (precision of an empty prediction is 1 by convention), and ``exact`` (sets equal).
+    """
+    device_t = resolve_device(device)
+    model, _, _ = load_model(checkpoint, map_location=device_t)
+    model = model.to(device_t)
+    dataset = FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model_stft(model))
+    rows = []
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        logits = model(batch["mix_mag"].to(device_t))["presence_logits"]
+        if logits is None:
+            raise SGNError(f"{checkpoint}: this {model.config.arch} model has no presence head")
+        predicted = (torch.sigmoid(logits.float()) >= threshold).cpu()  # [B, C]
+        for i in range(len(predicted)):
+            n = int(batch["n_sources"][i])
+            true = set(batch["class_ids"][i, :n].tolist())
+            guess = set(torch.nonzero(predicted[i]).flatten().tolist())
+            hits = len(true & guess)
+            rows.append({
+                "mixture_id": int(batch["mixture_id"][i]), "n_sources": n,
+                "true": "+".join(model.classes[c] for c in sorted(true)),
+                "predicted": "+".join(model.classes[c] for c in sorted(guess)),
+                "precision": hits / len(guess) if guess else 1.0, "recall": hits / len(true),
+                "exact": true == guess,
+            })
+    return pd.DataFrame(rows)
+
+
 def summarize_results(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean, median and 95% bootstrap interval by each of :data:`SUMMARY_GROUPINGS`."""
     parts = []

@@ -660,7 +660,8 @@ def summarize(
             values = group[metric].to_numpy(dtype=np.float64)
             sums = np.bincount(codes, weights=values, minlength=n_units)  # per unit
             boot = sums[draws].sum(axis=1) / boot_rows  # [n_boot] replicate means
-            low, high = np.percentile(boot, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
+            with np.errstate(invalid="ignore"):  # inf - inf inside percentile for exact (inf dB) scores
+                low, high = np.percentile(boot, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
             rows.append({
                 **dict(zip(by, key)),
                 "metric": metric,

@@ -221,8 +221,9 @@ class SGN(nn.Module):
 
         Returns:
             ``mask_logits [B, C, Fw, T]`` (warped frequency axis), ``presence_logits [B, C]``,
-            ``token_logits [B, S, S_targets]`` (None without class tokens) and
-            ``assignment [B, S, Fw/pf, T'/pt]`` (None without grouping).
+            ``token_logits [B, S, S_targets]`` (None without class tokens),
+            ``assignment [B, S, Fw/pf, T'/pt]`` (None without grouping) and the
+            per-class representations ``class_rep [B, C, D]``.
         """
         cfg = self.config
         n_frames = mix_mag.shape[-1]
@@ -268,4 +269,5 @@ class SGN(nn.Module):
             "presence_logits": self.presence_head(class_rep).squeeze(-1),  # [B, C]
             "token_logits": self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
             "assignment": assignment,
+            "class_rep": class_rep,
         }

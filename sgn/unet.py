@@ -78,4 +78,4 @@ class LabelConditionedUNet(nn.Module):
         weights = self.class_embedding.weight  # [C, ngf + 1]
         mask_logits = torch.einsum("cs,bsft->bcft", weights[:, :-1], pixel) + weights[:, -1, None, None]
         return {"mask_logits": mask_logits[..., :n_frames], "presence_logits": None,
-                "token_logits": None, "assignment": None}
+                "token_logits": None, "assignment": None, "class_rep": None}

@@ -54,6 +54,15 @@ def test_unknown_key_in_file(tmp_path):
         load_config("nosuch")
 
 
+def test_overrides_as_a_typed_mapping():
+    config = apply_overrides(load_config("smoke"), {"optim.lr": 0.01, "model.grouping": False, "data.n_sources": "1-4"})
+    assert config.optim.lr == 0.01 and config.model.grouping is False and config.data.n_sources == "1-4"
+    with pytest.raises(SGNError, match="model.depth expects int"):
+        apply_overrides(load_config("smoke"), {"model.depth": "deep"})
+    with pytest.raises(SGNError, match="unknown key model.nope"):
+        apply_overrides(load_config("smoke"), {"model.nope": 1})
+
+
 def test_to_dict_is_plain():
     data = to_dict(load_config("cpu"))
     assert isinstance(data["model"], dict) and data["model"]["arch"] == "sgn"

@@ -50,3 +50,29 @@ def test_cli_evaluate(tiny_test_list, tiny_synth, tmp_path, capsys):
     assert set(frame["method"]) == {"nmf"} and (tmp_path / "nmf_summary.csv").exists()
     assert main(["evaluate", "--method", "irm", "--mixtures", str(tmp_path / "none.csv"), "--out", str(out)]) == 2
     assert "mixture list not found" in capsys.readouterr().err
+
+
+def test_presence_detection(smoke_checkpoint, tiny_test_list):
+    from sgn.evaluate import presence_detection
+
+    frame = presence_detection(smoke_checkpoint, tiny_test_list, device="cpu")
+    assert len(frame) == 6 and set(frame["n_sources"]) == {2}
+    assert frame["precision"].between(0, 1).all() and frame["recall"].between(0, 1).all()
+    assert all(len(t.split("+")) == 2 for t in frame["true"])
+
+
+def test_grouping_statistics(smoke_checkpoint, tiny_test_list):
+    import numpy as np
+
+    from sgn.analysis import grouping_statistics, token_similarity
+    from sgn.checkpoint import load_model
+    from sgn.data import FixedMixtureDataset
+    from sgn.separate import model_stft
+
+    model, _, _ = load_model(smoke_checkpoint)
+    stats = grouping_statistics(model, FixedMixtureDataset(tiny_test_list, model.classes, model_stft(model)))
+    assert len(stats) == 6
+    assert stats["present_mass"].between(0, 1 + 1e-6).all() and (stats["chance_mass"] == 0.5).all()
+    assert (stats["entropy"] <= np.log(len(model.classes)) + 1e-5).all()
+    sim = token_similarity(model)
+    assert sim.shape == (4, 4) and np.allclose(np.diag(sim), 1, atol=1e-5)
