@@ -5,7 +5,7 @@ The setting is MUSIC's (Sound-of-Pixels): N = 2 sources of 65535 samples at 1102
 (a) time per call of ``bss_eval_sources`` and ``evaluate_mixture`` (median of ``--reps``
     after a warm-up call);
 (b) throughput on ``--batch`` mixtures: a mir_eval loop, a fast loop, and the batched
-    fast path (numpy; torch on CPU; torch on CUDA when there is a GPU).
+    fast path (numpy; torch on CUDA when there is a GPU; CPU tensors take the numpy path).
 
 Every fast result is checked against mir_eval's on the same mixtures (max |difference|).
 Prints markdown tables. Run: ``python bench/bench_metrics.py [--reps 5] [--batch 100]``.
@@ -125,9 +125,6 @@ def throughput_table(ref, est) -> None:
             "fast loop (numpy)": timed(lambda: loop(ref, est, "fast", perm)),
             "fast batched (numpy)": timed(
                 lambda: bss_eval_sources_batch(ref, est, compute_permutation=perm)
-            ),
-            "fast batched (torch, cpu)": timed(
-                lambda: bss_eval_sources_batch(ref_t, est_t, compute_permutation=perm)
             ),
         }
         if torch.cuda.is_available():
