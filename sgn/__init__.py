@@ -26,4 +26,13 @@ __version__ = "0.1.0"
 
 from sgn.utils import SGNError  # noqa: E402
 
-__all__ = ["SGNError", "__version__"]
+__all__ = ["SGNError", "Separator", "__version__"]
+
+
+def __getattr__(name: str):
+    # `from sgn import Separator` without importing torch and the models on `import sgn`
+    if name == "Separator":
+        from sgn.separate import Separator
+
+        return Separator
+    raise AttributeError(f"module 'sgn' has no attribute {name!r}")

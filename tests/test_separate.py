@@ -24,6 +24,9 @@ def mixture(tiny_synth):
 
 
 def test_properties(separator):
+    from sgn import Separator as exported
+
+    assert exported is Separator
     assert separator.classes == sorted(TINY_CLASSES) and separator.sample_rate == 11025
 
 
