@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from sgn.utils import SGNError, atomic_write_text
+from sgn.utils import SGNError, atomic_write_text, read_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -172,13 +172,7 @@ def load_config(name_or_path: str | Path) -> TrainConfig:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise SGNError(f"config: no profile {name_or_path!r}; shipped profiles: {available_profiles()}")
-    if not path.is_file():
-        raise SGNError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return from_dict(TrainConfig, data)
+    return from_dict(TrainConfig, read_yaml(path, "config file"))
 
 
 def apply_overrides(config: TrainConfig, overrides: Sequence[str] | Mapping[str, Any]) -> TrainConfig:

@@ -58,10 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
 
 import sgn
-from sgn.utils import SGNError, atomic_path, git_commit
+from sgn.utils import SGNError, atomic_path, git_commit, read_yaml
 
 log = logging.getLogger("sgn")
 
@@ -539,12 +538,7 @@ def load_profile(path: str | os.PathLike, notebook_dir: str | os.PathLike | None
     """
     path = Path(path)
     notebook_dir = Path(notebook_dir) if notebook_dir is not None else path.resolve().parent.parent
-    if not path.is_file():
-        raise SGNError(f"{path}: profile not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path, "profile")
     if not isinstance(data, dict):
         raise SGNError(f"{path}: expected a mapping of notebook name to parameters")
     profile = {}

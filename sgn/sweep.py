@@ -59,11 +59,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import yaml
 
 import sgn
 from sgn.notebooks import DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters, run_notebook
-from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, sha256_file
+from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, read_yaml, sha256_file
 
 log = logging.getLogger("sgn")
 
@@ -152,12 +151,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
             ``out_dir`` parameter, or a parameter the notebook does not take.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SGNError(f"{path}: grid file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = read_yaml(path, "grid file")
     if not isinstance(data, dict):
         raise SGNError(f"{path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
     unknown = sorted(set(data) - set(GRID_KEYS))

@@ -8,7 +8,9 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import yaml
 
 
 def _current_umask() -> int:
@@ -49,6 +51,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically (temp file + rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def read_yaml(path: str | os.PathLike, what: str) -> Any:
+    """Parse a YAML file (empty file: ``{}``); one clear :class:`SGNError` if it is missing or invalid.
+
+    Args:
+        path: the file.
+        what: what to call it in the message ("config file", "profile", ...).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SGNError(f"{path}: {what} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return {} if data is None else data
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
