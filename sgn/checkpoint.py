@@ -67,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
-    """Rebuild the model stored in a checkpoint, in eval mode.
+    """Rebuild the model stored in a checkpoint, in eval mode, on ``map_location``.
 
     Returns:
         ``(model, config, state)``.
@@ -80,4 +80,4 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise SGNError(f"{path}: weights do not fit a {config.model.arch} model of this sgn version ({first})") from None
-    return model.eval(), config, state
+    return model.to(map_location).eval(), config, state

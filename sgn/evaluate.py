@@ -143,7 +143,6 @@ def evaluate(
     if checkpoint is not None:
         device_t = resolve_device(device)
         model, config, _ = load_model(checkpoint, map_location=device_t)
-        model = model.to(device_t)
         dataset = FixedMixtureDataset(frame, model.classes, model_stft(model))
         name = config.model.arch
 
@@ -175,7 +174,6 @@ def presence_detection(
     """
     device_t = resolve_device(device)
     model, _, _ = load_model(checkpoint, map_location=device_t)
-    model = model.to(device_t)
     dataset = FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model_stft(model))
     rows = []
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):

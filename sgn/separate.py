@@ -81,7 +81,7 @@ class Separator:
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Separator":
         device = resolve_device(device)
         model, config, _ = load_model(path, map_location=device)
-        return cls(model.to(device), config.data.sample_rate, config.data.segment_samples, device)
+        return cls(model, config.data.sample_rate, config.data.segment_samples, device)
 
     @property
     def classes(self) -> list[str]:
