@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 from sgn.audio import STFTSpec
 from sgn.checkpoint import load_model
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
-from sgn.metrics import SilentSignalError, evaluate_mixture, scores_frame, summarize
+from sgn.metrics import SilentSignalError, evaluate_mixture_batch, scores_frame, summarize
 from sgn.separate import estimate_sources, model_stft, resolve_device
 from sgn.utils import SGNError, atomic_path
 
@@ -46,6 +47,52 @@ REFERENCE_METHODS = ("mixture", "irm", "ibm", "nmf")
 SUMMARY_GROUPINGS: tuple[tuple[str, ...], ...] = (("method",), ("method", "n_sources"), ("method", "class"))
 
 Estimator = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # batch -> estimates [B, Nmax, L]
+# A batched metric: (references [M, N, L], estimates [M, N, L], *per-mixture inputs [M, ...])
+# -> {name: [M, N]}, raising SilentSignalError for the whole batch (sgn.metrics' *_batch functions).
+BatchScorer = Callable[..., dict[str, np.ndarray]]
+
+
+def score_padded_batch(
+    score: BatchScorer,
+    sources: torch.Tensor,
+    estimates: torch.Tensor,
+    n_sources: torch.Tensor,
+    *per_mixture: torch.Tensor,
+) -> list[dict[str, np.ndarray] | SilentSignalError]:
+    """Score a batch of mixtures padded to ``Nmax`` sources, one ``score`` call per number of sources.
+
+    The batched metrics need ``[M, N, L]``, so the mixtures with equal ``N`` are scored
+    together, on the GPU when the estimates are there. A silent signal makes a call raise
+    for all its mixtures; that group is then scored one mixture at a time, so only the
+    silent mixtures are lost.
+
+    Args:
+        score: e.g. :func:`sgn.metrics.evaluate_mixture_batch`.
+        sources: true sources, ``[B, Nmax, L]`` (padding sources are ignored).
+        estimates: estimated sources, ``[B, Nmax, L]``, on any device.
+        n_sources: ``[B]``, the number of real sources of each mixture.
+        per_mixture: further inputs of ``score``, ``[B, ...]`` (e.g. the mixtures ``[B, L]``).
+
+    Returns:
+        ``B`` entries in batch order: ``{name: [N]}`` scores, or the
+        :class:`~sgn.metrics.SilentSignalError` that left the mixture out.
+    """
+    results: list[dict[str, np.ndarray] | SilentSignalError | None] = [None] * len(n_sources)
+    for n in n_sources.unique().tolist():
+        rows = torch.nonzero(n_sources == n).flatten()  # [M] batch rows with n sources
+        inputs = [sources[rows, :n], estimates[rows, :n], *(x[rows] for x in per_mixture)]
+        try:
+            scores = score(*inputs)  # {name: [M, N]}
+            for k, row in enumerate(rows.tolist()):
+                results[row] = {name: values[k] for name, values in scores.items()}
+        except SilentSignalError:
+            for k, row in enumerate(rows.tolist()):
+                try:
+                    scores = score(*(x[k : k + 1] for x in inputs))  # {name: [1, N]}
+                    results[row] = {name: values[0] for name, values in scores.items()}
+                except SilentSignalError as err:
+                    results[row] = err
+    return results
 
 
 def oracle_masks(sources: torch.Tensor, stft: STFTSpec, kind: str) -> torch.Tensor:
@@ -92,20 +139,19 @@ def score_estimator(
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     with torch.no_grad(), tqdm(total=len(dataset), desc=f"evaluate {name}", disable=not progress, unit="mix") as bar:
         for batch in loader:
-            estimates = estimator(batch).float().cpu()
-            for i in range(len(estimates)):
-                n = int(batch["n_sources"][i])
-                classes = [dataset.classes[c] for c in batch["class_ids"][i, :n].tolist()]
-                try:
-                    scores = evaluate_mixture(batch["sources"][i, :n].numpy(), estimates[i, :n].numpy(),
-                                              batch["mixture"][i].numpy())
-                except SilentSignalError as err:
+            estimates = estimator(batch).float()  # [B, Nmax, L]; scored where it was computed
+            results = score_padded_batch(evaluate_mixture_batch, batch["sources"], estimates, batch["n_sources"],
+                                         batch["mixture"])
+            for i, scores in enumerate(results):
+                mixture_id, n = int(batch["mixture_id"][i]), int(batch["n_sources"][i])
+                if isinstance(scores, SilentSignalError):
                     skipped += 1  # as Sound-of-Pixels, a silent estimate or reference leaves the mixture out
-                    log.warning("%s: mixture %d skipped (%s)", name, int(batch["mixture_id"][i]), err)
+                    log.warning("%s: mixture %d skipped (%s)", name, mixture_id, scores)
                     continue
-                records.append({"mixture_id": int(batch["mixture_id"][i]), "classes": classes, **scores,
+                classes = [dataset.classes[c] for c in batch["class_ids"][i, :n].tolist()]
+                records.append({"mixture_id": mixture_id, "classes": classes, **scores,
                                 "method": name, "n_sources": n})
-            bar.update(len(estimates))
+            bar.update(len(results))
     if skipped:
         log.warning("%s: %d of %d mixtures skipped for silent signals", name, skipped, len(dataset))
     return scores_frame(records)

@@ -23,8 +23,9 @@ calls it. The default ``backend="fast"`` computes the same numbers with
 2022): the projections are solved from FFT correlation statistics with the exact
 (direct) solver, no iterative solver, no diagonal loading, no clamping, no mean removal.
 Tests cross-check the two within 0.01 dB. ``fast_bss_eval`` also takes a leading batch
-axis and CUDA tensors, which :func:`bss_eval_sources_batch` uses (CPU tensors are
-converted to numpy, the faster and more robust path on the CPU).
+axis and CUDA tensors, which :func:`bss_eval_sources_batch` and
+:func:`evaluate_mixture_batch` use (CPU tensors are converted to numpy, the faster and
+more robust path on the CPU).
 
 Two details of ``fast_bss_eval`` 0.1.4 that this module works around:
 
@@ -66,7 +67,8 @@ computed in float64 (as mir_eval does) and returned as numpy arrays.
 
 Result tables
 -------------
-:func:`evaluate_mixture` scores one mixture; :func:`scores_frame` turns a list of such
+:func:`evaluate_mixture` scores one mixture (:func:`evaluate_mixture_batch` a batch of
+mixtures with equal ``N``); :func:`scores_frame` turns a list of such
 records into one row per source; :func:`summarize` reports means, medians and
 bootstrap confidence intervals per method::
 
@@ -98,6 +100,11 @@ FILTER_LENGTH = 512
 # small enough to leave SDR/SAR unchanged to 1e-8 dB, large enough to make the
 # Toeplitz systems of identical references solvable.
 SINGULAR_LOAD_DIAG = 1e-10
+# si_sdr()'s bound on the energy ratio: +-100 dB for a perfect (or orthogonal) estimate.
+SI_SDR_EPS = 1e-10
+# Mixtures per fast_bss_eval call on the GPU by default. With numpy, batching does not pay:
+# one mixture per call was as fast or faster than chunks of 2 to 16 (bench/bench_metrics.py).
+GPU_CHUNK_SIZE = 16
 # Metrics that summarize() reports by default.
 SUMMARY_METRICS: tuple[str, ...] = ("sdr", "sir", "sar", "si_sdr", "sdri")
 # The fixed columns of scores_frame(), in order.
@@ -146,15 +153,21 @@ def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def _check_signals(x: np.ndarray | torch.Tensor, name: str, batched: bool) -> None:
-    """Raise if ``x`` (``[M, N, L]``) holds NaN/Inf or an all-zero signal."""
+    """Raise if ``x`` (``[M, N, L]``) holds NaN/Inf or an all-zero signal.
+
+    A batch's message names the mixture when there are several (in a batch of one the
+    index would only say 0, and callers scoring one mixture at a time name it themselves).
+    """
     finite = torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
     if not bool(finite):
         raise MetricsInputError(f"{name} contains NaN or Inf samples")
     silent = np.argwhere(~_to_numpy((x != 0).any(-1)))  # [k, 2] (mixture, source) pairs
     if len(silent):
         m, n = silent[0]
-        label = name if name == "mixture" else f"{name} {n}"
-        where = f"mixture {m}, {label}" if batched else label
+        if name == "mixture":
+            where = f"mixture {m}" if batched and len(x) > 1 else "mixture"
+        else:
+            where = f"mixture {m}, {name} {n}" if batched and len(x) > 1 else f"{name} {n}"
         why = {
             "reference": "nothing can be measured against it",
             "estimate": "its SDR is 0/0 (Sound-of-Pixels skips such mixtures)",
@@ -170,7 +183,8 @@ def _prepare(
     Unbatched input is ``[N, L]`` or ``[L]`` (one source) and comes back with ``M = 1``.
     If either input is a CUDA tensor, both come back as tensors on its device; otherwise numpy.
     """
-    like = next((x for x in (reference, estimate) if isinstance(x, torch.Tensor)), None)
+    # a CUDA tensor on either side takes both to the GPU (e.g. CPU references, GPU estimates)
+    like = next((x for x in (reference, estimate) if isinstance(x, torch.Tensor) and x.is_cuda), None)
     ref, est = _as_float64(reference, like), _as_float64(estimate, like)
     expected = "[M, N, L]" if batched else "[N, L] or [L]"
     if ref.shape != est.shape:
@@ -284,7 +298,7 @@ def _pairwise_scores(
     est: np.ndarray | torch.Tensor,
     *,
     filter_length: int,
-    chunk_size: int,
+    chunk_size: int | None,
     batched: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SDR, SIR, SAR in dB of every estimate against every reference.
@@ -292,6 +306,10 @@ def _pairwise_scores(
     ``ref`` ``[M, N, L]`` and ``est`` ``[M, K, L]`` (validated float64) -> three
     ``[M, N, K]`` arrays; entry ``[m, j, k]`` scores estimate ``k`` as reference ``j``.
     """
+    if chunk_size is None:
+        chunk_size = GPU_CHUNK_SIZE if isinstance(ref, torch.Tensor) else 1
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     parts = []  # a loop, not a comprehension, so the warning's stacklevel finds the caller
     for i in range(0, len(ref), chunk_size):
         chunk = slice(i, i + chunk_size)
@@ -381,7 +399,7 @@ def bss_eval_sources_batch(
     *,
     compute_permutation: bool = True,
     filter_length: int = FILTER_LENGTH,
-    chunk_size: int = 16,
+    chunk_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`bss_eval_sources` (fast backend) for a batch of mixtures in one call.
 
@@ -395,16 +413,16 @@ def bss_eval_sources_batch(
         compute_permutation: as in :func:`bss_eval_sources`, per mixture.
         filter_length: taps of the allowed distortion filter.
         chunk_size: mixtures per ``fast_bss_eval`` call; bounds memory (about 30 MB per
-            mixture of two 6-second sources, and growing with ``N**2``).
+            mixture of two 6-second sources, and growing with ``N**2``). None:
+            :data:`GPU_CHUNK_SIZE` on the GPU, 1 with numpy.
 
     Returns:
         ``(sdr, sir, sar, perm)``: float64 ``[M, N]`` in dB and int64 ``[M, N]``.
 
     Raises:
-        ValueError: as :func:`bss_eval_sources`; messages name the mixture index.
+        ValueError: as :func:`bss_eval_sources`, for the whole batch (no partial result);
+            messages name the mixture index when there are several.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     ref, est = _prepare(reference, estimate, batched=True, min_length=filter_length)
     scores = _pairwise_scores(ref, est, filter_length=filter_length, chunk_size=chunk_size, batched=True)
     return _select(*scores, compute_permutation)
@@ -414,7 +432,7 @@ def bss_eval_sources_batch(
 
 
 def si_sdr(
-    reference: np.ndarray | torch.Tensor, estimate: np.ndarray | torch.Tensor, eps: float = 1e-10
+    reference: np.ndarray | torch.Tensor, estimate: np.ndarray | torch.Tensor, eps: float = SI_SDR_EPS
 ) -> np.ndarray:
     r"""Scale-invariant SDR (Le Roux et al., "SDR -- half-baked or well done?", ICASSP 2019).
 
@@ -444,13 +462,17 @@ def si_sdr(
             :class:`SilentSignalError` for a signal that is zero after removing its mean.
     """
     ref, est = _prepare(reference, estimate, batched=False, min_length=2)
-    ref, est = _to_numpy(ref[0]), _to_numpy(est[0])  # [N, L]
+    return _si_sdr(_to_numpy(ref), _to_numpy(est), eps=eps, batched=False)[0]
+
+
+def _si_sdr(ref: np.ndarray, est: np.ndarray, *, eps: float, batched: bool) -> np.ndarray:
+    """:func:`si_sdr` of validated float64 ``[M, N, L]`` numpy arrays -> ``[M, N]``."""
     ref = ref - ref.mean(axis=-1, keepdims=True)
     est = est - est.mean(axis=-1, keepdims=True)
-    _check_signals(ref[None], "reference", batched=False)  # a constant signal is now zero
-    _check_signals(est[None], "estimate", batched=False)
+    _check_signals(ref, "reference", batched)  # a constant signal is now zero
+    _check_signals(est, "estimate", batched)
     ref, est = _unit_norm(ref), _unit_norm(est)  # SI-SDR ignores both scales
-    target = np.sum(est * ref, axis=-1, keepdims=True) * ref  # [N, L]; ||ref|| = 1
+    target = np.sum(est * ref, axis=-1, keepdims=True) * ref  # [M, N, L]; ||ref|| = 1
     with np.errstate(divide="ignore"):
         ratio = np.sum(target**2, axis=-1) / np.sum((est - target) ** 2, axis=-1)
     return 10.0 * np.log10(np.clip(ratio, eps, 1.0 / eps))
@@ -459,11 +481,15 @@ def si_sdr(
 def sdr_improvement(sdr: np.ndarray, sdr_mixture: np.ndarray) -> np.ndarray:
     """SDRi: the estimate's SDR minus the SDR of the unprocessed mixture as the estimate.
 
+    NaN where the mixture's SDR is +inf: a one-source "mixture" is its source, so
+    there is nothing to improve on (a difference would be -inf).
+
     Args:
         sdr: ``[N]`` (or any shape), dB.
         sdr_mixture: same shape, dB (see :func:`evaluate_mixture`).
     """
-    return np.asarray(sdr, dtype=np.float64) - np.asarray(sdr_mixture, dtype=np.float64)
+    sdr_mixture = np.asarray(sdr_mixture, dtype=np.float64)
+    return np.where(np.isposinf(sdr_mixture), np.nan, np.asarray(sdr, dtype=np.float64) - sdr_mixture)
 
 
 def evaluate_mixture(
@@ -504,40 +530,122 @@ def evaluate_mixture(
     """
     _check_backend(backend)
     ref, est = _prepare(reference, estimate, batched=False, min_length=filter_length)  # [1, N, L]
-    n_src, length = ref.shape[1:]
-    mix = _as_float64(mixture, like=ref if isinstance(ref, torch.Tensor) else None)
-    if tuple(mix.shape) != (length,):
-        raise MetricsInputError(
-            f"mixture shape {tuple(mix.shape)} must be [L] = [{length}] like the sources"
-        )
-    mix = mix[None, None]  # [1, 1, L]
-    _check_signals(mix, "mixture", batched=False)
-
+    mix = _prepare_mixture(mixture, ref, batched=False)  # [1, 1, L]
     if backend == "fast":
-        # Score the mixture as one more estimate in the same solve: the references'
-        # systems are then factorised once for the N estimates and the mixture.
-        if isinstance(est, torch.Tensor):
-            both = torch.cat([est, mix], dim=1)  # [1, N + 1, L]
-        else:
-            both = np.concatenate([est, mix], axis=1)
-        scores = _pairwise_scores(ref, both, filter_length=filter_length, chunk_size=1, batched=False)
-        estimates_only = (s[..., :n_src] for s in scores)  # [1, N, N] each
-        sdr, sir, sar, perm = (x[0] for x in _select(*estimates_only, compute_permutation))
-        sdr_mixture = scores[0][0, :, n_src]  # [N]: the mixture against each reference
-    else:
-        sdr, sir, sar, perm = bss_eval_sources(
-            ref[0], est[0], backend=backend, compute_permutation=compute_permutation,
-            filter_length=filter_length,
+        result = _evaluate_prepared(ref, est, mix, compute_permutation=compute_permutation,
+                                    filter_length=filter_length, chunk_size=1, batched=False)
+        return {key: value[0] for key, value in result.items()}
+    sdr, sir, sar, perm = bss_eval_sources(
+        ref[0], est[0], backend=backend, compute_permutation=compute_permutation, filter_length=filter_length
+    )
+    repeated = np.broadcast_to(_to_numpy(mix[0]), est.shape[1:])  # [N, L]
+    sdr_mixture = bss_eval_sources(
+        ref[0], repeated, backend=backend, compute_permutation=False, filter_length=filter_length
+    )[0]
+    result = _mixture_result(ref, est, *(x[None] for x in (sdr, sir, sar, perm, sdr_mixture)),
+                             compute_permutation=compute_permutation, batched=False)
+    return {key: value[0] for key, value in result.items()}
+
+
+def evaluate_mixture_batch(
+    reference: np.ndarray | torch.Tensor,
+    estimate: np.ndarray | torch.Tensor,
+    mixture: np.ndarray | torch.Tensor,
+    *,
+    compute_permutation: bool = False,
+    filter_length: int = FILTER_LENGTH,
+    chunk_size: int | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`evaluate_mixture` (fast backend) for a batch of mixtures in one call.
+
+    As :func:`bss_eval_sources_batch`, CUDA tensors are evaluated on the GPU (SI-SDR,
+    which is cheap, on the CPU) and anything else with numpy; the numbers equal a loop of
+    :func:`evaluate_mixture` over the mixtures.
+
+    Args:
+        reference: true sources, ``[M, N, L]``.
+        estimate: estimated sources, ``[M, N, L]``.
+        mixture: the mixtures, ``[M, L]``.
+        compute_permutation: as in :func:`evaluate_mixture`, per mixture.
+        filter_length: taps of the allowed distortion filter.
+        chunk_size: mixtures per ``fast_bss_eval`` call, as in :func:`bss_eval_sources_batch`.
+
+    Returns:
+        The keys of :func:`evaluate_mixture`, each ``[M, N]``.
+
+    Raises:
+        ValueError: as :func:`evaluate_mixture`, for the whole batch (no partial result);
+            messages name the mixture index when there are several.
+    """
+    ref, est = _prepare(reference, estimate, batched=True, min_length=filter_length)
+    mix = _prepare_mixture(mixture, ref, batched=True)
+    return _evaluate_prepared(ref, est, mix, compute_permutation=compute_permutation,
+                              filter_length=filter_length, chunk_size=chunk_size, batched=True)
+
+
+def _prepare_mixture(
+    mixture: Any, ref: np.ndarray | torch.Tensor, batched: bool
+) -> np.ndarray | torch.Tensor:
+    """Validate the mixtures of validated references ``[M, N, L]``; return float64 ``[M, 1, L]``."""
+    n_mix, _, length = ref.shape
+    mix = _as_float64(mixture, like=ref if isinstance(ref, torch.Tensor) else None)
+    expected = (n_mix, length) if batched else (length,)
+    if tuple(mix.shape) != expected:
+        raise MetricsInputError(
+            f"mixture shape {tuple(mix.shape)} must be {'[M, L]' if batched else '[L]'} = {list(expected)}"
+            " like the sources"
         )
-        repeated = np.broadcast_to(_to_numpy(mix[0]), (n_src, length))  # [N, L]
-        sdr_mixture = bss_eval_sources(
-            ref[0], repeated, backend=backend, compute_permutation=False, filter_length=filter_length
-        )[0]
+    mix = mix.reshape(n_mix, 1, length)
+    _check_signals(mix, "mixture", batched)
+    return mix
+
+
+def _evaluate_prepared(
+    ref: np.ndarray | torch.Tensor,
+    est: np.ndarray | torch.Tensor,
+    mix: np.ndarray | torch.Tensor,
+    *,
+    compute_permutation: bool,
+    filter_length: int,
+    chunk_size: int | None,
+    batched: bool,
+) -> dict[str, np.ndarray]:
+    """The fast backend of :func:`evaluate_mixture` on validated ``[M, N, L]``, ``[M, N, L]``,
+    ``[M, 1, L]`` -> its keys, each ``[M, N]``."""
+    n_src = ref.shape[1]
+    # Score the mixture as one more estimate in the same solve: the references'
+    # systems are then factorised once for the N estimates and the mixture.
+    if isinstance(est, torch.Tensor):
+        both = torch.cat([est, mix], dim=1)  # [M, N + 1, L]
+    else:
+        both = np.concatenate([est, mix], axis=1)
+    scores = _pairwise_scores(ref, both, filter_length=filter_length, chunk_size=chunk_size, batched=batched)
+    estimates_only = (s[..., :n_src] for s in scores)  # [M, N, N] each
+    sdr, sir, sar, perm = _select(*estimates_only, compute_permutation)
+    sdr_mixture = scores[0][:, :, n_src]  # [M, N]: the mixture against each reference
+    return _mixture_result(ref, est, sdr, sir, sar, perm, sdr_mixture,
+                           compute_permutation=compute_permutation, batched=batched)
+
+
+def _mixture_result(
+    ref: np.ndarray | torch.Tensor,
+    est: np.ndarray | torch.Tensor,
+    sdr: np.ndarray,
+    sir: np.ndarray,
+    sar: np.ndarray,
+    perm: np.ndarray,
+    sdr_mixture: np.ndarray,
+    *,
+    compute_permutation: bool,
+    batched: bool,
+) -> dict[str, np.ndarray]:
+    """:func:`evaluate_mixture`'s keys from ``[M, N]`` BSS Eval scores; adds SI-SDR of the matched pairs."""
+    matched = np.take_along_axis(_to_numpy(est), perm[..., None], axis=1)  # [M, N, L]: est[m, perm[m, j]]
     result = {
         "sdr": sdr,
         "sir": sir,
         "sar": sar,
-        "si_sdr": si_sdr(ref[0], est[0][perm]),
+        "si_sdr": _si_sdr(_to_numpy(ref), matched, eps=SI_SDR_EPS, batched=batched),
         "sdr_mixture": sdr_mixture,
         "sdri": sdr_improvement(sdr, sdr_mixture),
     }
@@ -596,7 +704,7 @@ def scores_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         for j in range(n_src):
             row = {"mixture_id": record["mixture_id"], "source": j, "class": classes[j]}
             row.update({k: arrays[k][j] for k in _RECORD_ARRAYS})
-            row["sdri"] = arrays["sdr"][j] - arrays["sdr_mixture"][j]
+            row["sdri"] = float(sdr_improvement(arrays["sdr"][j], arrays["sdr_mixture"][j]))
             row.update({k: v[j] if isinstance(v, np.ndarray) else v for k, v in extras.items()})
             rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else list(FRAME_COLUMNS))

@@ -55,7 +55,8 @@ from sgn.audio import STFTSpec
 from sgn.checkpoint import build_model, read_checkpoint, save_checkpoint
 from sgn.config import LossConfig, TrainConfig, load_config, save_config, to_dict
 from sgn.data import FixedMixtureDataset, MixtureDataset, check_sample_rate, index_classes, make_mixture_list, read_index
-from sgn.metrics import SilentSignalError, bss_eval_sources
+from sgn.evaluate import score_padded_batch
+from sgn.metrics import SilentSignalError, bss_eval_sources_batch
 from sgn.separate import estimate_sources, resolve_device
 from sgn.utils import SGNError, atomic_write_text
 
@@ -121,22 +122,27 @@ def separation_loss(model: nn.Module, out: dict, batch: dict, config: LossConfig
     return losses
 
 
+def _batch_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, np.ndarray]:
+    """BSS-eval SDR of ``[M, N, L]`` estimates, each against its own reference -> ``{"sdr": [M, N]}``."""
+    return {"sdr": bss_eval_sources_batch(reference, estimate, compute_permutation=False)[0]}
+
+
 @torch.no_grad()
 def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, autocast) -> float:
-    """Mean BSS-eval SDR (dB) over the sources of the fixed validation list."""
+    """Mean BSS-eval SDR (dB) over the sources of the fixed validation list.
+
+    The estimates are scored a batch at a time where they were computed: on a GPU by
+    fast_bss_eval's torch backend, on the CPU with numpy.
+    """
     model.eval()
     sdrs = []
     for batch in loader:
         with autocast():
             est = estimate_sources(model, batch["mixture"].to(device), batch["class_ids"].to(device))
-        est = est.float().cpu().numpy()
-        for i in range(est.shape[0]):
-            n = int(batch["n_sources"][i])
-            try:
-                sdr, _, _, _ = bss_eval_sources(batch["sources"][i, :n].numpy(), est[i, :n], compute_permutation=False)
-            except SilentSignalError:
+        for scores in score_padded_batch(_batch_sdr, batch["sources"], est.float(), batch["n_sources"]):
+            if isinstance(scores, SilentSignalError):
                 continue  # a silent estimate cannot be scored; Sound-of-Pixels skips it too
-            sdrs.extend(sdr.tolist())
+            sdrs.extend(scores["sdr"].tolist())
     model.train()
     return float(np.mean(sdrs)) if sdrs else -math.inf
 

@@ -1,10 +1,18 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from sgn.audio import STFTSpec
 from sgn.cli import main
-from sgn.evaluate import evaluate, oracle_masks, write_results
+from sgn.evaluate import (
+    evaluate,
+    oracle_masks,
+    reference_estimator,
+    score_estimator,
+    score_padded_batch,
+    write_results,
+)
 from sgn.utils import SGNError
 
 
@@ -62,8 +70,6 @@ def test_presence_detection(smoke_checkpoint, tiny_test_list):
 
 
 def test_grouping_statistics(smoke_checkpoint, tiny_test_list):
-    import numpy as np
-
     from sgn.analysis import grouping_statistics, token_similarity
     from sgn.checkpoint import load_model
     from sgn.data import FixedMixtureDataset
@@ -76,3 +82,97 @@ def test_grouping_statistics(smoke_checkpoint, tiny_test_list):
     assert (stats["entropy"] <= np.log(len(model.classes)) + 1e-5).all()
     sim = token_similarity(model)
     assert sim.shape == (4, 4) and np.allclose(np.diag(sim), 1, atol=1e-5)
+
+
+# ------------------------------------------------- batched scoring = the per-mixture loop
+
+
+@pytest.fixture(scope="module")
+def mixed_list(tiny_synth, tmp_path_factory):
+    """8 test mixtures of one to three sources (4096 samples), so batches mix numbers of sources."""
+    from sgn.data import make_mixture_list, read_index, write_mixture_list
+
+    frame = make_mixture_list(read_index(tiny_synth), "test", n_sources="1-3", count=8, seed=3, segment_samples=4096)
+    assert frame.groupby("mixture_id")["n_sources"].first().nunique() > 1
+    return write_mixture_list(frame, tmp_path_factory.mktemp("mixed") / "mixed.csv")
+
+
+def irm_with_unscorable_estimates(stft, classes):
+    """The IRM, with batch row 1's first estimate silent and row 2's constant (SI-SDR has nothing
+    to measure once its mean is removed, while BSS Eval still can)."""
+    irm = reference_estimator("irm", stft, classes, None)
+
+    def estimate(batch):
+        est = irm(batch)
+        est[1, 0] = 0.0
+        est[2, 0] = 0.5
+        return est
+
+    return estimate
+
+
+def test_score_estimator_equals_the_per_mixture_loop(mixed_list, caplog):
+    from sgn.data import FixedMixtureDataset, read_mixture_list
+    from sgn.metrics import SilentSignalError, evaluate_mixture
+
+    stft = STFTSpec(254, 64)
+    classes = sorted(read_mixture_list(mixed_list)["class"].unique())
+    dataset = FixedMixtureDataset(mixed_list, classes, stft)
+    estimator = irm_with_unscorable_estimates(stft, classes)
+    frame = score_estimator("irm", estimator, dataset, batch_size=4, progress=False)
+
+    expected, skipped = {}, []
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=4):
+        est = estimator(batch)
+        for i in range(len(est)):
+            n, mixture_id = int(batch["n_sources"][i]), int(batch["mixture_id"][i])
+            try:
+                expected[mixture_id] = evaluate_mixture(batch["sources"][i, :n], est[i, :n], batch["mixture"][i])
+            except SilentSignalError:
+                skipped.append(mixture_id)
+    assert skipped == [1, 2, 5, 6]  # rows 1 and 2 of both batches
+    assert "4 of 8 mixtures skipped" in caplog.text
+    assert sorted(frame["mixture_id"].unique()) == sorted(expected)
+    for mixture_id, scores in expected.items():
+        rows = frame[frame["mixture_id"] == mixture_id].sort_values("source")
+        assert list(rows["n_sources"]) == [len(scores["sdr"])] * len(rows)
+        for key in ("sdr", "sir", "sar", "si_sdr", "sdr_mixture", "sdri"):
+            np.testing.assert_allclose(rows[key], scores[key], atol=1e-6, rtol=0, err_msg=key)
+
+
+def padded_batch(n_sources=(2, 3, 1, 3, 2), length=2048, seed=0):
+    """A padded batch ``[B, 3, L]`` of noisy estimates with the given numbers of sources."""
+    rng = np.random.default_rng(seed)
+    sources = torch.zeros(len(n_sources), 3, length, dtype=torch.float64)
+    for i, n in enumerate(n_sources):
+        sources[i, :n] = torch.from_numpy(rng.standard_normal((n, length)))
+    estimates = sources + 0.3 * torch.from_numpy(rng.standard_normal(sources.shape)) * (sources != 0)
+    return sources, estimates, torch.tensor(n_sources), sources.sum(1)
+
+
+def test_score_padded_batch_groups_by_number_of_sources():
+    from sgn.metrics import SilentSignalError, evaluate_mixture, evaluate_mixture_batch
+
+    sources, estimates, n_sources, mixtures = padded_batch()
+    estimates[3, 2] = 0.0  # a silent estimate in the group of three-source mixtures
+    results = score_padded_batch(evaluate_mixture_batch, sources, estimates, n_sources, mixtures)
+    assert isinstance(results[3], SilentSignalError) and "estimate 2 is silent" in str(results[3])
+    assert "mixture 0" not in str(results[3])  # a mixture scored alone is not named by its index in the group
+    for i in (0, 1, 2, 4):
+        n = int(n_sources[i])
+        expected = evaluate_mixture(sources[i, :n], estimates[i, :n], mixtures[i])
+        assert results[i].keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(results[i][key], expected[key], atol=1e-6, rtol=0, err_msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_score_padded_batch_on_cuda_equals_cpu():
+    from sgn.metrics import evaluate_mixture_batch
+
+    sources, estimates, n_sources, mixtures = padded_batch()
+    on_cpu = score_padded_batch(evaluate_mixture_batch, sources, estimates, n_sources, mixtures)
+    on_gpu = score_padded_batch(evaluate_mixture_batch, sources, estimates.cuda(), n_sources, mixtures)
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        for key in cpu:
+            np.testing.assert_allclose(gpu[key], cpu[key], atol=1e-6, rtol=0, err_msg=key)

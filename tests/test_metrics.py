@@ -20,6 +20,7 @@ from sgn.metrics import (
     bss_eval_sources,
     bss_eval_sources_batch,
     evaluate_mixture,
+    evaluate_mixture_batch,
     scores_frame,
     sdr_improvement,
     si_sdr,
@@ -295,6 +296,14 @@ def test_batch_error_names_the_mixture():
     est[1, 0] = 0.0
     with pytest.raises(SilentSignalError, match="mixture 1, estimate 0 is silent"):
         bss_eval_sources_batch(ref, est)
+    with pytest.raises(SilentSignalError, match="^estimate 0 is silent"):  # a batch of one: no index
+        bss_eval_sources_batch(ref[1:], est[1:])
+    mixtures = ref.sum(axis=1)
+    mixtures[0] = 0.0
+    with pytest.raises(SilentSignalError, match="^mixture 0 is silent"):
+        evaluate_mixture_batch(ref, ref + 0.1, mixtures)
+    with pytest.raises(ValueError, match=r"mixture shape \(2, 100\) must be \[M, L\] = \[2, 11025\]"):
+        evaluate_mixture_batch(ref, ref + 0.1, mixtures[:, :100])
 
 
 # ------------------------------------------------------------- mixtures and tables
@@ -328,6 +337,32 @@ def test_evaluate_mixture():
         evaluate_mixture(ref, est, np.zeros_like(mixture))
     with pytest.raises(ValueError, match=r"mixture shape \(100,\) must be \[L\]"):
         evaluate_mixture(ref, est, mixture[:100])
+
+
+@pytest.mark.parametrize("compute_permutation", [True, False])
+def test_evaluate_mixture_batch_equals_loop(compute_permutation):
+    cases = [music_case(seed, 2, length=4096) for seed in range(3)]
+    ref, est, mixtures = (np.stack([c[k] for c in cases]) for k in range(3))
+    est[1] = est[1, ::-1]  # one mixture's estimates in the wrong order
+    batch = evaluate_mixture_batch(ref, est, mixtures, compute_permutation=compute_permutation, chunk_size=2)
+    for m in range(len(cases)):
+        single = evaluate_mixture(ref[m], est[m], mixtures[m], compute_permutation=compute_permutation)
+        assert single.keys() == batch.keys()
+        for key in single:
+            np.testing.assert_allclose(batch[key][m], single[key], atol=1e-9, rtol=0, err_msg=key)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_on_cuda_equal_numpy():
+    cases = [music_case(seed, 3, length=4096) for seed in range(3)]
+    ref, est, mixtures = (np.stack([c[k] for c in cases]) for k in range(3))
+    on_gpu = bss_eval_sources_batch(torch.from_numpy(ref).cuda(), torch.from_numpy(est).cuda())
+    assert_same_scores(bss_eval_sources_batch(ref, est), on_gpu, tol=1e-6)
+    # CPU references with GPU estimates, as the evaluation loop passes them: scored on the GPU
+    on_gpu = evaluate_mixture_batch(torch.from_numpy(ref), torch.from_numpy(est).float().cuda(), mixtures)
+    on_cpu = evaluate_mixture_batch(ref, est.astype(np.float32), mixtures)
+    for key in on_cpu:
+        np.testing.assert_allclose(on_gpu[key], on_cpu[key], atol=1e-6, rtol=0, err_msg=key)
 
 
 def make_records(n_mix=6, methods=("sgn", "baseline")):
@@ -384,3 +419,9 @@ def test_summarize():
     with pytest.raises(ValueError, match="frame lacks column"):
         summarize(frame.drop(columns="method"))
     assert summarize(scores_frame([])).empty
+
+
+def test_sdr_improvement_is_undefined_for_a_one_source_mixture():
+    # the "mixture" of one source is the source (SDR +inf): no improvement is defined, not -inf
+    np.testing.assert_array_equal(np.isnan(sdr_improvement([30.0, 5.0], [np.inf, 1.0])), [True, False])
+    np.testing.assert_allclose(sdr_improvement([5.0], [1.0]), [4.0])

@@ -95,3 +95,42 @@ def test_learning_rate_schedule():
     assert lrs[9] == pytest.approx(config.optim.lr)
     assert lrs[0] < lrs[5] < lrs[9] and lrs[20] > lrs[60] > lrs[99]
     assert lrs[99] >= config.optim.lr * config.optim.min_lr_ratio
+
+
+def test_validate_equals_the_per_mixture_loop(smoke_checkpoint, tiny_synth, monkeypatch):
+    """Batched validation (mixed numbers of sources, a silent estimate) gives the per-mixture loop's SDR."""
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    import sgn.train as train_module
+    from sgn.data import FixedMixtureDataset, make_mixture_list, read_index
+    from sgn.metrics import SilentSignalError, bss_eval_sources
+    from sgn.separate import estimate_sources, model_stft
+    from sgn.train import validate
+
+    model, _, _ = load_model(smoke_checkpoint)
+    frame = make_mixture_list(read_index(tiny_synth), "val", n_sources="1-3", count=6, seed=5, segment_samples=4096)
+    loader = torch.utils.data.DataLoader(FixedMixtureDataset(frame, model.classes, model_stft(model)), batch_size=6)
+
+    silent = 3  # a three-source mixture, batched with another one
+
+    def silence_one_estimate(model, mixture, class_ids):
+        est = estimate_sources(model, mixture, class_ids)
+        est[silent, 0] = 0.0
+        return est
+
+    monkeypatch.setattr(train_module, "estimate_sources", silence_one_estimate)
+    batch = next(iter(loader))
+    assert batch["n_sources"].tolist() == [3, 2, 1, 3, 1, 1]
+    with torch.no_grad():
+        est = silence_one_estimate(model.eval(), batch["mixture"], batch["class_ids"])
+    sdrs = []
+    for i in range(len(est)):
+        n = int(batch["n_sources"][i])
+        try:
+            sdrs.extend(bss_eval_sources(batch["sources"][i, :n], est[i, :n], compute_permutation=False)[0])
+        except SilentSignalError:
+            assert i == silent
+    assert len(sdrs) == 11 - 3
+    assert validate(model, loader, torch.device("cpu"), nullcontext) == pytest.approx(np.mean(sdrs), abs=1e-6)
