@@ -1,29 +1,38 @@
 """Benchmark BSS Eval: mir_eval against the fast path of sgn.metrics (fast_bss_eval).
 
-The setting is MUSIC's (Sound-of-Pixels): N = 2 sources of 65535 samples at 11025 Hz.
+The default setting is MUSIC's (Sound-of-Pixels): N = 2 sources of 65535 samples at
+11025 Hz; ``--sources`` and ``--length`` take several values, the first of each sets (a)
+and (b):
 
 (a) time per call of ``bss_eval_sources`` and ``evaluate_mixture`` (median of ``--reps``
     after a warm-up call);
 (b) throughput on ``--batch`` mixtures: a mir_eval loop, a fast loop, and the batched
-    fast path (numpy; torch on CUDA when there is a GPU; CPU tensors take the numpy path).
+    fast path (numpy; torch on CUDA when there is a GPU; CPU tensors take the numpy path);
+(c) how the evaluation loop's cost grows with N and L: ``evaluate_mixture`` per call,
+    and ``evaluate_mixture_batch`` on ``--batch`` mixtures (numpy; also CUDA with a GPU).
 
-Every fast result is checked against mir_eval's on the same mixtures (max |difference|).
-Prints markdown tables. Run: ``python bench/bench_metrics.py [--reps 5] [--batch 100]``.
+Every fast result in (a) and (b) is checked against mir_eval's on the same mixtures (max
+|difference|). Prints markdown tables. Run: ``python bench/bench_metrics.py [--reps 5]
+[--batch 100] [--sources 2 3 4] [--length 16384 65535]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from sgn.metrics import bss_eval_sources, bss_eval_sources_batch, evaluate_mixture
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine_line  # noqa: E402
+
+from sgn.metrics import bss_eval_sources, bss_eval_sources_batch, evaluate_mixture, evaluate_mixture_batch  # noqa: E402
 
 SAMPLE_RATE = 11025
 LENGTH = 65535  # Sound-of-Pixels' clip: about 6 s at 11025 Hz
@@ -74,19 +83,14 @@ def max_diff(expected, actual) -> float:
     )
 
 
-def print_machine(args) -> None:
-    print("## Machine\n")
-    print(f"- platform: {platform.platform()}, python {platform.python_version()}")
-    print(f"- cpu count: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
+def print_machine(n_src: int, length: int) -> None:
+    print(machine_line())
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     threads = {k: os.environ[k] for k in names if k in os.environ}
-    print(f"- thread settings: {threads or 'defaults'}")
-    print(f"- numpy {np.__version__}, torch {torch.__version__}, mir_eval {version('mir_eval')},"
-          f" fast_bss_eval {version('fast_bss_eval')}")
-    print(f"- cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
-    seconds = args.length / SAMPLE_RATE
-    print(f"- mixtures: N = {args.sources} sources x L = {args.length} samples"
-          f" ({seconds:.1f} s at {SAMPLE_RATE} Hz)\n")
+    print(f"numpy {np.__version__}, mir_eval {version('mir_eval')}, fast_bss_eval {version('fast_bss_eval')};"
+          f" thread settings: {threads or 'defaults'}")
+    print(f"(a) and (b): N = {n_src} sources x L = {length} samples ({length / SAMPLE_RATE:.1f} s at"
+          f" {SAMPLE_RATE} Hz)\n")
 
 
 def per_call_table(ref, est, reps: int) -> None:
@@ -138,18 +142,46 @@ def throughput_table(ref, est) -> None:
                   f" | {max_diff(reference, result):.1e} |")
 
 
+def scaling_table(sources: list[int], lengths: list[int], n_mix: int, reps: int) -> None:
+    """Table (c): the evaluation loop's call for each N and L, one at a time and batched."""
+    cuda = torch.cuda.is_available()
+    print(f"\n## (c) evaluate_mixture by sources and length (one call: median of {reps};"
+          f" batched: {n_mix} mixtures, one timed run)\n")
+    header = "| N | L (samples) | audio (s) | one call (s) | batched, numpy (mixtures/s) |"
+    print(header + (" batched, torch cuda (mixtures/s) |" if cuda else ""))
+    print("|---|---|---|---|---|" + ("---|" if cuda else ""))
+    for n_src in sources:
+        for length in lengths:
+            ref, est = make_mixtures(n_mix, n_src, length, seed=n_src)
+            mixtures = ref.sum(axis=1)  # [M, L]
+            one_call = median_time(lambda: evaluate_mixture(ref[0], est[0], mixtures[0]), reps)
+            _, batched = timed(lambda: evaluate_mixture_batch(ref, est, mixtures))
+            row = f"| {n_src} | {length} | {length / SAMPLE_RATE:.1f} | {one_call:.3f} | {n_mix / batched:.1f} |"
+            if cuda:
+                ref_c, est_c = torch.from_numpy(ref).cuda(), torch.from_numpy(est).cuda()
+                evaluate_mixture_batch(ref_c[:2], est_c[:2], mixtures[:2])  # warm-up
+                _, on_gpu = timed(lambda: evaluate_mixture_batch(ref_c, est_c, mixtures, chunk_size=n_mix))
+                row += f" {n_mix / on_gpu:.1f} |"
+            print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="timed calls per cell of table (a)")
     parser.add_argument("--batch", type=int, default=100, help="mixtures in table (b)")
-    parser.add_argument("--sources", type=int, default=2, help="N, sources per mixture")
-    parser.add_argument("--length", type=int, default=LENGTH, help="L, samples per source")
+    parser.add_argument("--sources", type=int, nargs="+", default=[2], help="N, sources per mixture")
+    parser.add_argument("--length", type=int, nargs="+", default=[LENGTH], help="L, samples per source")
     args = parser.parse_args()
+    if args.reps < 1 or args.batch < 1 or min(args.sources) < 1:
+        parser.error("--reps, --batch and --sources must be at least 1")
+    if min(args.length) < 512:
+        parser.error("--length must be at least 512 samples (the BSS Eval filter length)")
 
-    print_machine(args)
-    ref, est = make_mixtures(max(args.batch, 1), args.sources, args.length)
+    print_machine(args.sources[0], args.length[0])
+    ref, est = make_mixtures(args.batch, args.sources[0], args.length[0])
     per_call_table(ref[0], est[0], args.reps)
-    throughput_table(ref[:args.batch], est[:args.batch])
+    throughput_table(ref, est)
+    scaling_table(args.sources, args.length, args.batch, args.reps)
 
 
 if __name__ == "__main__":

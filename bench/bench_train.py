@@ -3,9 +3,11 @@
 Times full optimisation steps (forward, the training loss, backward, AdamW) on batches
 built by the real data pipeline (``MixtureDataset``) from ``--index``, after warm-up
 steps; data loading is timed separately so the table shows whether it is a bottleneck.
-Also shows how the step time grows with the segment length and the batch size.
+Also shows how the step time grows with the segment length, the batch size and the
+number of sources per mixture (each varied alone from the config's values).
 
-Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]``.
+Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
+[--segments 8192 32768] [--batches 8 32] [--sources 1 3]``.
 """
 
 from __future__ import annotations
@@ -69,27 +71,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--segments", type=int, nargs="*", default=[], help="also time these segment lengths")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="also time these batch sizes")
+    parser.add_argument("--sources", type=int, nargs="*", default=[],
+                        help="also time these numbers of sources per mixture")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    for name, values in (("--segments", args.segments), ("--batches", args.batches), ("--sources", args.sources)):
+        if any(v < 1 for v in values):
+            parser.error(f"{name}: expected positive numbers, got {values}")
     device = resolve_device(args.device)
     index = read_index(args.index)
 
     print(machine_line())
     print()
-    print("| config | arch | segment (samples) | batch | step (s) | data (s) | mixtures/s | audio s/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| config | arch | segment (samples) | batch | sources | step (s) | data (s) | mixtures/s | audio s/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.config:
         base = load_config(name)
-        variants = [(base.data.segment_samples, base.optim.batch_size)]
-        variants += [(s, base.optim.batch_size) for s in args.segments]
-        variants += [(base.data.segment_samples, b) for b in args.batches]
+        base_segment, base_batch, base_sources = base.data.segment_samples, base.optim.batch_size, base.data.n_sources
+        variants = [(base_segment, base_batch, base_sources)]  # (segment_samples, batch_size, n_sources)
+        variants += [(s, base_batch, base_sources) for s in args.segments]
+        variants += [(base_segment, b, base_sources) for b in args.batches]
+        variants += [(base_segment, base_batch, str(n)) for n in args.sources]
         for arch in args.arch:
-            for segment, batch in variants:
+            for segment, batch, sources in variants:
                 config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
-                                                f"optim.batch_size={batch}"])
+                                                f"optim.batch_size={batch}", f"data.n_sources={sources}"])
                 step, load = time_steps(config, index, device, args.steps)
                 audio = batch * segment / config.data.sample_rate
-                print(f"| {name} | {arch} | {segment} | {batch} | {step:.3f} | {load:.3f} | "
+                print(f"| {name} | {arch} | {segment} | {batch} | {sources} | {step:.3f} | {load:.3f} | "
                       f"{batch / (step + load):.1f} | {audio / (step + load):.1f} |")
 
 

@@ -16,16 +16,30 @@ def run(script: str, *args: str) -> str:
 
 
 def test_bench_separate():
-    stdout = run("bench_separate.py", "--config", "smoke", "--seconds", "3", "--reps", "1")
-    assert "real-time factor" in stdout and "| smoke |" in stdout
+    stdout = run("bench_separate.py", "--config", "smoke", "--seconds", "1", "3", "--reps", "1")
+    assert "real-time factor" in stdout
+    assert "| smoke | cpu | 1 | 2 |" in stdout and "| smoke | cpu | 3 | 2 |" in stdout
 
 
 def test_bench_train(tiny_synth):
     stdout = run("bench_train.py", "--config", "smoke", "--index", str(tiny_synth), "--steps", "1",
-                 "--segments", "2048", "--batches", "2")
-    assert stdout.count("| smoke |") == 6  # 2 architectures x 3 variants
+                 "--segments", "2048", "--batches", "2", "--sources", "3")
+    assert stdout.count("| smoke |") == 8  # 2 architectures x 4 variants
+    assert "| smoke | sgn | 4096 | 4 | 3 |" in stdout and "| smoke | unet | 4096 | 2 | 2 |" in stdout
 
 
-@pytest.mark.parametrize("script,args", [("bench_metrics.py", ["--reps", "1", "--batch", "2", "--length", "4096"])])
-def test_bench_metrics(script, args):
-    assert "|" in run(script, *args)
+def test_bench_metrics():
+    stdout = run("bench_metrics.py", "--reps", "1", "--batch", "2", "--length", "2048", "1024", "--sources", "2", "3")
+    assert "(a) and (b): N = 2 sources x L = 2048 samples" in stdout
+    for n_src, length in ((2, 2048), (2, 1024), (3, 2048), (3, 1024)):
+        assert f"| {n_src} | {length} |" in stdout
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("bench_metrics.py", ["--length", "100"], "--length must be at least 512"),
+    ("bench_train.py", ["--sources", "0"], "--sources: expected positive numbers"),
+    ("bench_separate.py", ["--seconds", "0"], "--seconds must be positive"),
+])
+def test_bench_bad_options_are_one_line(script, args, message):
+    out = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and message in out.stderr.splitlines()[-1]
