@@ -107,7 +107,7 @@ class NMFConfig:
     fit_iterations: int = 200  # multiplicative updates when learning a class dictionary
     separate_iterations: int = 100  # updates of the activations at separation time
     beta: float = 1.0  # beta-divergence: 1 = KL (default), 2 = Euclidean
-    max_frames_per_class: int = 20000  # cap on training frames per class (random subset, seeded)
+    max_frames_per_class: int = 8000  # cap on training frames per class (random subset, seeded); 93 s of audio
     seed: int = 0
 
     def __post_init__(self):
