@@ -8,7 +8,10 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,book,data,cluster
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup test test-fast clean-venv
+# The notebook profile `make book` runs: cpu (the default book), gpu (paper scale, CUDA), smoke (minutes).
+PROFILE ?= cpu
+
+.PHONY: setup book test test-fast clean-venv
 
 setup: $(STAMP)
 
@@ -21,6 +24,10 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "installed into $(VENV)"
+
+# Executes the notebooks (cached) and builds book/_build/html; needs npm for the widget JavaScript.
+book: setup
+	$(VENV)/bin/sgn book --profile $(PROFILE)
 
 test: setup
 	$(PY) -m pytest -q

@@ -75,3 +75,94 @@ def token_similarity(model: nn.Module) -> np.ndarray:
     """Cosine similarity between the learned class tokens, ``[S, S]``."""
     tokens = F.normalize(model.tokens.detach().float(), dim=-1)
     return (tokens @ tokens.T).cpu().numpy()
+
+
+# The stages of SGN's forward pass, in order: (submodule name, what it computes).
+FORWARD_STAGES = (
+    ("input_norm", "log-frequency warp, log, BatchNorm"),
+    ("stem", "conv stem"),
+    ("down", "stride-2 conv level"),
+    ("patchify", "strided conv: time-frequency tokens"),
+    ("blocks", "self-attention over [class tokens; features]"),
+    ("grouping", "category-aware grouping"),
+    ("norm", "grouped class tokens"),
+    ("feature_up", "features back to the conv grid"),
+    ("up", "upsample and fuse with skip"),
+    ("mask_head", "per-class mask weights"),
+    ("presence_head", "class presence (BCE)"),
+    ("token_head", "token classification (CE)"),
+)
+
+
+@torch.no_grad()
+def trace_shapes(model: nn.Module, mix_mag: torch.Tensor) -> pd.DataFrame:
+    """The output shape of every stage of one SGN forward pass, read with forward hooks.
+
+    Args:
+        model: an :class:`~sgn.model.SGN`.
+        mix_mag: a mixture magnitude ``[B, F, T]``.
+
+    Returns:
+        The input's row, then one row per call of a stage's submodule, in call order: ``stage`` (the
+        submodule, e.g. ``down.1``), ``role`` (from :data:`FORWARD_STAGES`) and
+        ``shape`` (of its first output tensor), ending with the model's outputs.
+    """
+    rows = [{"stage": "input", "role": "mixture magnitude", "shape": list(mix_mag.shape)}]
+    handles = []
+    for head, role in FORWARD_STAGES:
+        module = getattr(model, head, None)
+        if module is None:  # an ablation without this stage (grouping=False)
+            continue
+        items = ([(f"{head}.{i}", item) for i, item in enumerate(module)] if isinstance(module, nn.ModuleList)
+                 else [(head, module)])
+        for name, item in items:
+
+            def record(_module, _inputs, output, name=name, role=role):
+                tensor = output[0] if isinstance(output, tuple) else output
+                rows.append({"stage": name, "role": role, "shape": list(tensor.shape)})
+
+            handles.append(item.register_forward_hook(record))
+    try:
+        was_training = model.training
+        model.eval()
+        out = model(mix_mag)
+        model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for key, value in out.items():
+        if value is not None:
+            rows.append({"stage": f"output: {key}", "role": "model output", "shape": list(value.shape)})
+    return pd.DataFrame(rows)
+
+
+def paired_difference(scores: pd.DataFrame, method: str, baseline: str, metric: str = "sdr",
+                      n_boot: int = 1000, seed: int = 0) -> pd.Series:
+    """``method`` minus ``baseline`` on the same sources, with a bootstrap interval over mixtures.
+
+    Args:
+        scores: per-source scores of both methods (``method``, ``mixture_id``, ``source``, ``metric``
+            columns, as :func:`sgn.evaluate.evaluate` returns).
+        method, baseline: the two values of the ``method`` column to compare.
+        metric: the score column.
+
+    Returns:
+        :func:`sgn.metrics.summarize`'s row for the difference: ``n``, ``n_units``, ``mean``,
+        ``median``, ``ci_low``, ``ci_high`` (dB).
+
+    Raises:
+        ValueError: a method is absent, or the two were scored on different sources.
+    """
+    from sgn.metrics import summarize
+
+    keys = ["mixture_id", "source"]
+    frames = []
+    for name in (method, baseline):
+        part = scores[scores["method"] == name]
+        if part.empty:
+            raise ValueError(f"no scores for method {name!r}; methods: {', '.join(map(str, scores['method'].unique()))}")
+        frames.append(part.set_index(keys)[metric])
+    if not frames[0].index.sort_values().equals(frames[1].index.sort_values()):
+        raise ValueError(f"{method} and {baseline} were scored on different sources; compare on one mixture list")
+    diff = (frames[0] - frames[1].reindex(frames[0].index)).rename("difference").reset_index()
+    return summarize(diff, by=(), metrics=["difference"], n_boot=n_boot, seed=seed).iloc[0]

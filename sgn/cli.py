@@ -153,11 +153,13 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
+    from sgn.book import add_book_command
     from sgn.notebooks import add_notebooks_command
     from sgn.sweep import add_sweep_command
 
     add_notebooks_command(sub)
     add_sweep_command(sub)
+    add_book_command(sub)
 
 
 COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (

@@ -347,7 +347,8 @@ def _check_kernel(kernel_name: str) -> None:
         ) from None
 
 
-def _strip_ansi(text: str) -> str:
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes (kernels and Sphinx colour their output)."""
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
@@ -438,7 +439,7 @@ def run_notebook(
             raise NotebookError(
                 f"notebook {notebook.stem} failed in cell {cell} (In [{err.exec_count}]): "
                 f"{err.ename}: {_first_line(err.evalue)}; the failed run is in {failed_copy}",
-                notebook=notebook, cell=cell, traceback=_strip_ansi("\n".join(err.traceback)),
+                notebook=notebook, cell=cell, traceback=strip_ansi("\n".join(err.traceback)),
                 failed_copy=failed_copy,
             ) from None
         except Exception as err:  # a dead kernel, a timeout: nbclient's errors, not the notebook's

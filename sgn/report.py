@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -83,3 +84,107 @@ def plot_spectrogram(ax, wave: np.ndarray, sample_rate: int, stft: STFTSpec, tit
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("Hz")
+
+
+def _shape_text(shape) -> str:
+    return "×".join(str(n) for n in shape[1:])  # without the batch axis
+
+
+def draw_architecture(ax, trace: pd.DataFrame, n_classes: int) -> None:
+    """Draw SGN's data flow from a :func:`sgn.analysis.trace_shapes` table, with its measured shapes.
+
+    The encoder runs down the left column, the transformer and the grouping across the
+    bottom, the reconstruction up the right column (with the encoder's skip features),
+    and the per-class masks come out at the top right. Repeated self-attention layers
+    are drawn as one box. Shapes omit the batch axis.
+    """
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    shapes = dict(zip(trace["stage"], trace["shape"]))
+    encoder = [s for s in trace["stage"] if s in ("input_norm", "stem") or s.startswith("down.")] + ["patchify"]
+    decoder = ["feature_up"] + [s for s in trace["stage"] if s.startswith("up.")]
+    blocks = [s for s in trace["stage"] if s.startswith("blocks.")]
+    grouping = "grouping" in shapes
+    boxes: dict[str, tuple[float, float]] = {}
+
+    def box(key, x, y, title, shape, color):
+        ax.add_patch(FancyBboxPatch((x - 1.15, y - 0.32), 2.3, 0.64, boxstyle="round,pad=0.05", fc=color,
+                                    ec="0.3", lw=0.8))
+        ax.text(x, y + 0.1, title, ha="center", va="center", fontsize=8, weight="bold")
+        ax.text(x, y - 0.15, shape, ha="center", va="center", fontsize=7, family="monospace")
+        boxes[key] = (x, y)
+
+    def edge(a, b):
+        """Where the line from box a's centre towards box b's centre leaves box a."""
+        (x0, y0), (x1, y1) = boxes[a], boxes[b]
+        dx, dy = x1 - x0, y1 - y0
+        t = min(1.22 / abs(dx) if dx else math.inf, 0.4 / abs(dy) if dy else math.inf)
+        return x0 + t * dx, y0 + t * dy
+
+    def arrow(a, b, color="0.25", ls="-"):
+        ax.add_patch(FancyArrowPatch(edge(a, b), edge(b, a), arrowstyle="-|>", mutation_scale=10, color=color,
+                                     lw=1, ls=ls))
+
+    top = len(encoder)
+    box("input", 0, top, "mixture |STFT|", "F×T = " + _shape_text(shapes["input"]), "white")
+    for i, stage in enumerate(encoder):  # the U's left arm, top to bottom
+        box(stage, 0, top - 1 - i, stage, _shape_text(shapes[stage]), "#cfe2f3")
+    for i, stage in enumerate(decoder):  # the right arm, bottom to top, level with its skip
+        box(stage, 9.6, i, stage, _shape_text(shapes[stage]), "#d0e0e3")
+    box("masks", 9.6, len(decoder), "masks σ(⟨W g_c, h⟩ + b)", _shape_text(shapes["output: mask_logits"]), "#ead1dc")
+    box("tokens", 1.6, -1.6, f"{n_classes} class tokens", "learned, S×D", "#fce5cd")
+    box("blocks", 4.8, -1.6, f"{len(blocks)} × self-attention", _shape_text(shapes[blocks[-1]]) + " ([S+P]×D)",
+        "#d9ead3")
+    last = "blocks"
+    if grouping:
+        box("grouping", 4.8, 0.2, "grouping A (S×P)", _shape_text(shapes["grouping"]) + " (S×D)", "#f4cccc")
+        last = "grouping"
+    box("heads", 4.8, 1.8, "presence + CE heads", f"{n_classes} logits", "#fff2cc")
+    for a, b in [("input", encoder[0]), *zip(encoder, encoder[1:]), (encoder[-1], "blocks"), ("tokens", "blocks"),
+                 *zip(decoder, decoder[1:]), (decoder[-1], "masks"), (last, "heads")]:
+        arrow(a, b)
+    if grouping:
+        arrow("blocks", "grouping")
+    arrow("blocks", decoder[0], color="0.5")
+    arrow(last, "masks", color="#b45f06")
+    for skip, stage in zip(reversed(encoder[1:-1]), decoder[1:]):
+        arrow(skip, stage, color="0.6", ls="--")
+    ax.text(4.8, top - 0.2, "dashed: skip features; orange: the grouped class representation g_c sets each mask",
+            ha="center", fontsize=8, color="0.3")
+    ax.set_xlim(-1.4, 11)
+    ax.set_ylim(-2.1, top + 0.5)
+    ax.axis("off")
+
+
+def executed_notebooks(executed_dir: str | os.PathLike) -> pd.DataFrame:
+    """What :func:`sgn.notebooks.run_notebook` recorded in each executed notebook of a folder.
+
+    Returns:
+        One row per ``*.ipynb`` (failed copies left out), in name order: ``notebook``,
+        ``profile`` (its ``profile`` parameter), ``executed_at``, ``minutes`` (wall
+        time), ``git_commit`` and ``sgn_version``. Empty when the folder has none.
+    """
+    rows = []
+    for path in sorted(Path(executed_dir).glob("*.ipynb")):
+        if path.name.endswith(".failed.ipynb"):
+            continue
+        record = json.loads(path.read_text()).get("metadata", {}).get("sgn", {})
+        rows.append({"notebook": path.stem, "profile": record.get("parameters", {}).get("profile"),
+                     "executed_at": record.get("executed_at"), "minutes": record.get("elapsed_s", math.nan) / 60,
+                     "git_commit": record.get("git_commit"), "sgn_version": record.get("sgn_version")})
+    return pd.DataFrame(rows, columns=["notebook", "profile", "executed_at", "minutes", "git_commit", "sgn_version"])
+
+
+def package_versions(names: tuple[str, ...] = ("sgn", "torch", "numpy", "scipy", "pandas", "soundfile", "soxr",
+                                               "fast_bss_eval", "mir_eval", "papermill", "jupyter-book",
+                                               "ipywidgets", "matplotlib")) -> pd.DataFrame:
+    """Installed versions of the packages the results depend on (``not installed`` where absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    rows = []
+    for name in names:
+        try:
+            rows.append({"package": name, "version": version(name)})
+        except PackageNotFoundError:
+            rows.append({"package": name, "version": "not installed"})
+    return pd.DataFrame(rows)

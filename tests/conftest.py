@@ -37,3 +37,24 @@ def tiny_test_list(tiny_synth, tmp_path_factory) -> Path:
 
     frame = make_mixture_list(read_index(tiny_synth), "test", n_sources=2, count=6, seed=0, segment_samples=4096)
     return write_mixture_list(frame, tmp_path_factory.mktemp("lists") / "test.csv")
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory) -> Path:
+    """The whole `make book PROFILE=smoke`, run in a copy of the checkout; returns that copy's root.
+
+    The notebooks' paths are relative (``../results/smoke``...), so everything they write
+    lands in the copy: ``results/smoke/executed``, ``runs/smoke``, ``book/_build/html``.
+    """
+    import shutil
+
+    from sgn.book import build_book
+
+    root = tmp_path_factory.mktemp("book_root")
+    for folder in ("notebooks", "sweeps", "book"):
+        shutil.copytree(REPO / folder, root / folder, ignore=shutil.ignore_patterns("_build", ".ipynb_checkpoints"))
+    build_book("smoke", root=root, progress=False)
+    return root

@@ -1,30 +1,37 @@
-"""Every story notebook runs top to bottom under papermill with the smoke profile."""
+"""Every story notebook runs top to bottom under papermill with the smoke profile, and the book builds.
 
+One session fixture (``smoke_book`` in conftest) runs ``build_book("smoke")`` in a copy of
+the checkout, as ``make book PROFILE=smoke`` would; these tests read what it left.
+"""
+
+import json
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 
-from sgn.notebooks import find_notebooks, load_profile, run_pipeline
+from sgn.book import BUILD_RECORD, build_book
+from sgn.notebooks import find_notebooks, load_profile
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+STORY = ["01_data", "02_train", "03_evaluate", "04_ablation_class_tokens", "05_ablation_num_sources", "06_listen",
+         "07_grouping", "08_method", "09_overview", "10_reproduce", "11_paper"]
 
 
-def _relocated(profile: dict, root: Path) -> dict:
-    """The profile with its ../ paths moved under ``root``, so the test writes nothing into the checkout."""
-    return {stem: {k: (str(root / v[3:]) if isinstance(v, str) and v.startswith("../") else v)
-                   for k, v in params.items()} for stem, params in profile.items()}
+def test_every_notebook_is_in_every_profile():
+    assert [n.stem for n in find_notebooks(NOTEBOOKS)] == STORY
+    for profile in ("smoke", "cpu", "gpu"):
+        params = load_profile(NOTEBOOKS / "profiles" / f"{profile}.yaml")
+        assert list(params) == STORY, profile
+        # the overview reads the executed copies where `sgn book` puts them
+        assert params["09_overview"]["executed_dir"] == f"../results/{profile}/executed"
+        assert all(p["profile"] == profile for p in params.values())
 
 
-def test_smoke_pipeline(tmp_path):
-    profile = _relocated(load_profile(NOTEBOOKS / "profiles" / "smoke.yaml"), tmp_path)
-    notebooks = find_notebooks(NOTEBOOKS)
-    assert [n.stem for n in notebooks] == ["01_data", "02_train", "03_evaluate", "04_ablation_class_tokens",
-                                           "05_ablation_num_sources", "06_listen", "07_grouping"]
-    results = run_pipeline(notebooks, profile, tmp_path / "executed", progress=False)
-    assert all(not r.cached for r in results)
-    results_dir = tmp_path / "results" / "smoke"
-    for stem in [n.stem for n in notebooks]:
-        assert (tmp_path / "executed" / f"{stem}.ipynb").is_file()
+def test_smoke_pipeline_results(smoke_book):
+    results_dir = smoke_book / "results" / "smoke"
+    for stem in STORY:
+        assert (results_dir / "executed" / f"{stem}.ipynb").is_file()
         assert (results_dir / stem / "provenance.json").is_file()
     headline = pd.read_csv(results_dir / "03_evaluate" / "headline.csv")
     assert {"sgn", "unet", "nmf", "mixture", "irm", "ibm"} <= set(headline["method"])
@@ -32,16 +39,40 @@ def test_smoke_pipeline(tmp_path):
     ablation = pd.read_csv(results_dir / "04_ablation_class_tokens" / "ablation.csv")
     assert set(ablation["variant"]) == {"full", "no_class_tokens", "no_grouping", "no_ce", "no_bce",
                                         "shared_tokens", "k2"}
-    sdr_by_n = pd.read_csv(results_dir / "05_ablation_num_sources" / "sdr_by_n.csv")
-    assert sdr_by_n.columns[0] == "variant" and set(sdr_by_n.columns[1:]) <= {"N=1", "N=2", "N=3", "N=4"}
-    assert len(sdr_by_n) == 2 and len(sdr_by_n.columns) >= 3
-    # the listening room's tabs and players are stored as widget state for the static book
-    import nbformat
+    for table in ("sdr_by_n", "sdri_by_n"):
+        by_n = pd.read_csv(results_dir / "05_ablation_num_sources" / f"{table}.csv")
+        assert by_n.columns[0] == "variant" and set(by_n.columns[1:]) <= {"N=1", "N=2", "N=3", "N=4"}
+        assert len(by_n) == 2 and len(by_n.columns) >= 3
+    # 05's model trained on 2 sources is 04's full model: trained once, shared through runs_dir
+    assert len(list((smoke_book / "runs" / "smoke" / "ablations").glob("*/best.pt"))) == 7 + 1
+    assert (results_dir / "07_grouping" / "representations_pca.png").is_file()
+    shapes = pd.read_csv(results_dir / "08_method" / "forward_shapes.csv")
+    assert shapes["stage"].iloc[0] == "input" and "output: mask_logits" in set(shapes["stage"])
+    comparison = pd.read_csv(results_dir / "11_paper" / "paper_comparison.csv")
+    assert comparison["gain (dB)"].notna().all()
 
-    listen = nbformat.read(tmp_path / "executed" / "06_listen.ipynb", as_version=4)
+
+def test_listening_room_stores_widget_state(smoke_book):
+    # the tabs and players are stored as widget state, so they work in the static book
+    listen = nbformat.read(smoke_book / "results" / "smoke" / "executed" / "06_listen.ipynb", as_version=4)
     state = listen.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     models = [w["model_name"] for w in state.values()]
     assert models.count("AudioModel") >= 2 * 5 and "TabModel" in models and "ImageModel" in models
-    assert (results_dir / "07_grouping" / "representations_pca.png").is_file()
-    # nothing changed: nothing is executed again
-    assert all(r.cached for r in run_pipeline(notebooks, profile, tmp_path / "executed", progress=False))
+
+
+def test_overview_names_profile_and_commit(smoke_book):
+    index = (smoke_book / "book" / "_build" / "html" / "notebooks" / "09_overview.html").read_text()
+    assert "the <code class=\"docutils literal notranslate\"><span class=\"pre\">smoke</span></code> profile" in index
+    assert "CPU cores" in index and "executed at commit" in index
+
+
+def test_second_build_executes_and_rebuilds_nothing(smoke_book):
+    html = smoke_book / "book" / "_build" / "html"
+    record = json.loads((html / BUILD_RECORD).read_text())
+    assert record["profile"] == "smoke" and len(record["notebooks"]) == len(STORY)
+    executed = smoke_book / "results" / "smoke" / "executed"
+    files = [html / "index.html", *executed.glob("*.ipynb")]
+    before = [f.stat().st_mtime_ns for f in files]
+    build_book("smoke", root=smoke_book, progress=False)
+    assert [f.stat().st_mtime_ns for f in files] == before
+    assert not list(executed.glob("*.failed.ipynb"))

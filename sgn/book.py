@@ -1,0 +1,255 @@
+"""Building the Jupyter Book: execute the notebooks, then render their executed copies.
+
+``sgn book --profile cpu`` (what ``make book`` runs) does, in order:
+
+1. executes every ``notebooks/NN_name.ipynb`` with the profile's parameters into
+   ``results/PROFILE/executed`` (:func:`sgn.notebooks.run_pipeline`, cached: an
+   unchanged notebook is not executed again);
+2. fetches the widget JavaScript and MathJax from the npm registry once
+   (:func:`fetch_npm_files`), so the built pages load no script from another host;
+3. stages ``book/``'s sources and the executed notebooks in a temporary folder and
+   builds it with Jupyter Book 1.x (the notebooks are rendered, never executed, there);
+4. swaps the new HTML into ``book/_build/html``.
+
+Nothing is lost on failure: a notebook that fails stops the build before step 3
+(:class:`~sgn.notebooks.NotebookError` names the notebook and the cell), and a
+failed Jupyter Book build leaves the previous ``book/_build/html`` in place. The
+build is skipped when its inputs (book sources, executed notebooks, the ``sgn``
+package for the API pages, the npm files) are those of the book already built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from sgn.notebooks import (find_notebooks, load_profile, package_fingerprint, resolve_profile, run_pipeline,
+                           strip_ansi)
+from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
+
+log = logging.getLogger("sgn")
+
+# The widget manager that renders ipywidgets from their saved state (ipywidgets 8's
+# html-manager), the AMD loader it needs, and MathJax (one file, SVG output, for the
+# math in the API pages). Each file's sha256 is pinned: the npm tarball is checked by
+# npm against the registry, the file against this table.
+NPM_FILES = {
+    "@jupyter-widgets/html-manager@1.0.6": {
+        "dist/embed-amd.js": "b129dee93e124bd7cdc2e1a50f3074029f37de34ace5e2a941e345b28c76d06f",
+    },
+    "requirejs@2.3.4": {
+        "require.js": "ccfb1e9274a64cdefdd28f5f8e83c547f8071e617600f32428b80791ee114cce",
+    },
+    "mathjax@3.2.2": {
+        "es5/tex-svg-full.js": "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6",
+    },
+}
+# embed-amd.js's icon fonts, copied beside it (book/_ext/sgn_book.py points the widget manager there).
+WIDGET_FONT_SUFFIXES = (".woff", ".woff2", ".ttf", ".eot", ".svg")
+BUILD_RECORD = ".sgn-book.json"
+
+
+def _npm() -> str:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SGNError("npm not found: the book's widget JavaScript comes from the npm registry; "
+                       "install Node.js and npm (Debian: apt-get install npm)")
+    return npm
+
+
+def _npm_files_complete(dest: Path) -> bool:
+    return all((dest / Path(name).name).is_file() and sha256_file(dest / Path(name).name) == digest
+               for files in NPM_FILES.values() for name, digest in files.items())
+
+
+def fetch_npm_files(dest: str | os.PathLike) -> Path:
+    """Put the book's JavaScript (embed-amd.js and its fonts, require.js, MathJax) into ``dest``.
+
+    Downloads the pinned npm packages with ``npm pack`` (npm verifies each tarball's
+    integrity against the registry), checks each script's sha256 against
+    :data:`NPM_FILES` and writes the folder atomically. Does nothing when ``dest``
+    already holds the pinned files.
+
+    Raises:
+        SGNError: npm is missing or fails, or a file's checksum differs from the pin.
+    """
+    dest = Path(dest)
+    if _npm_files_complete(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        tmp = Path(tmp)
+        out = tmp / "files"
+        out.mkdir()
+        for package, files in NPM_FILES.items():
+            done = subprocess.run([_npm(), "pack", "--silent", package], cwd=tmp, capture_output=True, text=True)
+            if done.returncode != 0:
+                detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SGNError(f"npm pack {package} failed: {detail}")
+            tarball = tmp / done.stdout.strip().splitlines()[-1]
+            with tarfile.open(tarball, "r:gz") as archive:
+                for member in archive.getmembers():
+                    inner = member.name.removeprefix("package/")
+                    wanted = inner in files or (package.startswith("@jupyter-widgets/") and inner.startswith("dist/")
+                                                and inner.endswith(WIDGET_FONT_SUFFIXES) and "/" not in inner[5:])
+                    if not (wanted and member.isfile()):
+                        continue
+                    target = out / Path(inner).name
+                    target.write_bytes(archive.extractfile(member).read())
+            for name, digest in files.items():
+                actual = sha256_file(out / Path(name).name)
+                if actual != digest:
+                    raise SGNError(f"{package} {name}: sha256 {actual}, expected {digest} (the pinned file)")
+        if dest.exists():
+            shutil.rmtree(dest)
+        out.rename(dest)
+    log.info("JavaScript from npm in %s", dest)
+    return dest
+
+
+def _copy_sources(book_dir: Path, stage: Path) -> None:
+    """Copy ``book_dir`` into ``stage``, leaving out its build folder and hidden files."""
+    shutil.copytree(book_dir, stage, ignore=lambda folder, names: [
+        n for n in names if n.startswith(".") or n == "__pycache__" or (Path(folder) == book_dir and n == "_build")
+    ])
+
+
+def _fingerprint(stage: Path) -> str:
+    """sha256 of every staged file (path and bytes) and of the ``sgn`` package the API pages document."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(stage).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(path)))
+    digest.update(package_fingerprint().encode())
+    return digest.hexdigest()
+
+
+def _built_fingerprint(html: Path) -> str | None:
+    try:
+        return json.loads((html / BUILD_RECORD).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _swap_in(new: Path, html: Path) -> None:
+    """Replace ``html`` by ``new``; the old folder is removed only once the new one is in place."""
+    old = html.with_name(f".{html.name}-old")
+    if old.exists():
+        shutil.rmtree(old)
+    if html.exists():
+        html.rename(old)
+    new.rename(html)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def build_book(
+    profile: str = "cpu",
+    *,
+    root: str | os.PathLike = ".",
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Execute the notebooks with ``profile`` and build the book into ``root/book/_build/html``.
+
+    Args:
+        profile: a profile name (``notebooks/profiles/NAME.yaml``) or a profile YAML path.
+        root: the repository root (holds ``book/``, ``notebooks/``, ``results/``).
+        force: execute every notebook and rebuild the book even if up to date.
+        progress: show papermill's per-cell progress bars.
+
+    Returns:
+        The folder of the built HTML.
+
+    Raises:
+        NotebookError: a notebook failed (the previous executed copies and book stay).
+        SGNError: a bad profile, npm missing, or the Jupyter Book build failed (its
+            log is named; the previous book stays).
+    """
+    root = Path(root).resolve()
+    book_dir, notebook_dir = root / "book", root / "notebooks"
+    if not (book_dir / "_config.yml").is_file():
+        raise SGNError(f"{book_dir}: no _config.yml; run from the repository root or pass root=")
+    profile_path = resolve_profile(profile, notebook_dir)
+    profile_name = profile_path.stem
+    executed = root / "results" / profile_name / "executed"
+    build_dir = book_dir / "_build"
+    html = build_dir / "html"
+
+    started = time.perf_counter()
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    notebooks = find_notebooks(notebook_dir)
+    results = run_pipeline(notebooks, load_profile(profile_path, notebook_dir), executed, cache=not force,
+                           progress=progress)
+    ran = [r.notebook.stem for r in results if not r.cached]
+    log.info("notebooks (%s profile): %d executed%s, %d up to date, in %.0f s; executed copies in %s",
+             profile_name, len(ran), f" ({', '.join(ran)})" if ran else "", len(results) - len(ran),
+             time.perf_counter() - started, executed)
+
+    npm_files = fetch_npm_files(build_dir / "npm")
+    stage = Path(tempfile.mkdtemp(dir=build_dir, prefix=".stage-"))
+    try:
+        source = stage / "src"
+        _copy_sources(book_dir, source)
+        shutil.copytree(npm_files, source / "_npm")
+        (source / "notebooks").mkdir()
+        for result in results:
+            shutil.copy2(result.output, source / "notebooks" / result.output.name)
+        fingerprint = _fingerprint(source)
+        if not force and _built_fingerprint(html) == fingerprint:
+            log.info("book up to date: %s", html / "index.html")
+            return html
+        build_started = time.perf_counter()
+        log_path = build_dir / "jupyter-book.log"
+        with open(log_path, "w") as log_file:
+            # -W: a warning (a page missing from the toc, a broken reference) fails the build
+            done = subprocess.run([_jupyter_book(), "build", str(source), "--builder", "html", "-W", "--keep-going"],
+                                  stdout=log_file, stderr=subprocess.STDOUT, cwd=stage)
+        built = source / "_build" / "html"
+        if done.returncode != 0 or not (built / "index.html").is_file():
+            problems = [line.strip() for line in strip_ansi(log_path.read_text(errors="replace")).splitlines()
+                        if "WARNING" in line or "ERROR" in line]
+            first = f": {problems[0]}" if problems else ""
+            raise SGNError(f"jupyter-book build failed (exit {done.returncode}){first}; the previous book is kept; "
+                           f"see {log_path}")
+        atomic_write_text(built / BUILD_RECORD, json.dumps({
+            "fingerprint": fingerprint, "profile": profile_name, "git_commit": git_commit(root),
+            "notebooks": [r.output.name for r in results],
+        }, indent=1) + "\n")
+        _swap_in(built, html)
+        log.info("book built in %.0f s (%.0f s in all): %s", time.perf_counter() - build_started,
+                 time.perf_counter() - started, html / "index.html")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return html
+
+
+def _jupyter_book() -> str:
+    """The ``jupyter-book`` script of this environment (the one the ``sgn`` package runs in)."""
+    script = Path(sys.executable).parent / "jupyter-book"
+    if not script.is_file():
+        raise SGNError("jupyter-book is not installed here; pip install -e '.[book]' (make setup does it)")
+    return str(script)
+
+
+def _cmd_book(args) -> None:
+    build_book(args.profile, root=args.root, force=args.force)
+
+
+def add_book_command(sub) -> None:
+    """Add ``sgn book`` (execute the notebooks and build the Jupyter Book) to ``sgn``'s sub-parsers."""
+    book = sub.add_parser("book", help="execute the notebooks with a profile and build the book (cached)")
+    book.add_argument("--profile", default="cpu", help="profile name (notebooks/profiles/NAME.yaml) or YAML path")
+    book.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    book.add_argument("--force", action="store_true", help="execute every notebook and rebuild the book")
+    book.set_defaults(func=_cmd_book)
+
