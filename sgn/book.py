@@ -32,8 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sgn.notebooks import (find_notebooks, load_profile, package_fingerprint, resolve_profile, run_pipeline,
-                           strip_ansi)
+from sgn.notebooks import (INJECTED_TAG, PARAMETERS_TAG, find_notebooks, load_profile, package_fingerprint,
+                           resolve_profile, run_pipeline, strip_ansi)
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")
@@ -123,6 +123,18 @@ def _copy_sources(book_dir: Path, stage: Path) -> None:
     ])
 
 
+def _stage_notebook(executed: Path, staged: Path) -> None:
+    """Copy an executed notebook into the stage, its parameter cells folded (one click shows them)."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if (PARAMETERS_TAG in tags or INJECTED_TAG in tags) and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
+    nbformat.write(nb, staged)
+
+
 def _fingerprint(stage: Path) -> str:
     """sha256 of every staged file (path and bytes) and of the ``sgn`` package the API pages document."""
     digest = hashlib.sha256()
@@ -203,7 +215,7 @@ def build_book(
         shutil.copytree(npm_files, source / "_npm")
         (source / "notebooks").mkdir()
         for result in results:
-            shutil.copy2(result.output, source / "notebooks" / result.output.name)
+            _stage_notebook(result.output, source / "notebooks" / result.output.name)
         fingerprint = _fingerprint(source)
         if not force and _built_fingerprint(html) == fingerprint:
             log.info("book up to date: %s", html / "index.html")

@@ -481,15 +481,18 @@ def _si_sdr(ref: np.ndarray, est: np.ndarray, *, eps: float, batched: bool) -> n
 def sdr_improvement(sdr: np.ndarray, sdr_mixture: np.ndarray) -> np.ndarray:
     """SDRi: the estimate's SDR minus the SDR of the unprocessed mixture as the estimate.
 
-    NaN where the mixture's SDR is +inf: a one-source "mixture" is its source, so
-    there is nothing to improve on (a difference would be -inf).
+    NaN for a one-source mixture (last axis of length 1): its "mixture" is the source
+    itself, whose SDR is +inf or, after rounding, some 150 dB, so no improvement is
+    defined.
 
     Args:
-        sdr: ``[N]`` (or any shape), dB.
+        sdr: ``[..., N]``, dB.
         sdr_mixture: same shape, dB (see :func:`evaluate_mixture`).
     """
-    sdr_mixture = np.asarray(sdr_mixture, dtype=np.float64)
-    return np.where(np.isposinf(sdr_mixture), np.nan, np.asarray(sdr, dtype=np.float64) - sdr_mixture)
+    sdr, sdr_mixture = np.asarray(sdr, dtype=np.float64), np.asarray(sdr_mixture, dtype=np.float64)
+    if sdr.shape[-1:] == (1,):
+        return np.full(sdr.shape, np.nan)
+    return sdr - sdr_mixture
 
 
 def evaluate_mixture(
@@ -701,10 +704,11 @@ def scores_frame(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                     f"record {index} ({record['mixture_id']!r}): {key} has {len(values)} values"
                     f" for {n_src} classes"
                 )
+        sdri = sdr_improvement(arrays["sdr"], arrays["sdr_mixture"])  # [N]
         for j in range(n_src):
             row = {"mixture_id": record["mixture_id"], "source": j, "class": classes[j]}
             row.update({k: arrays[k][j] for k in _RECORD_ARRAYS})
-            row["sdri"] = float(sdr_improvement(arrays["sdr"][j], arrays["sdr_mixture"][j]))
+            row["sdri"] = float(sdri[j])
             row.update({k: v[j] if isinstance(v, np.ndarray) else v for k, v in extras.items()})
             rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else list(FRAME_COLUMNS))
