@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from sgn.notebooks import (INJECTED_TAG, PARAMETERS_TAG, find_notebooks, load_profile, package_fingerprint,
-                           resolve_profile, run_pipeline, strip_ansi)
+                           pipeline_summary, resolve_profile, run_pipeline, strip_ansi)
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")
@@ -202,9 +202,7 @@ def build_book(
     notebooks = find_notebooks(notebook_dir)
     results = run_pipeline(notebooks, load_profile(profile_path, notebook_dir), executed, cache=not force,
                            progress=progress)
-    ran = [r.notebook.stem for r in results if not r.cached]
-    log.info("notebooks (%s profile): %d executed%s, %d up to date, in %.0f s; executed copies in %s",
-             profile_name, len(ran), f" ({', '.join(ran)})" if ran else "", len(results) - len(ran),
+    log.info("%s profile: %s, in %.0f s; executed copies in %s", profile_name, pipeline_summary(results),
              time.perf_counter() - started, executed)
 
     npm_files = fetch_npm_files(build_dir / "npm")

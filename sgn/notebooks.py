@@ -320,10 +320,10 @@ def cache_key(notebook: str | os.PathLike, params: Mapping[str, Any], *, kernel_
     return digest.hexdigest()
 
 
-def _recorded(output: Path) -> dict:
-    """The ``metadata.sgn`` record of an executed copy; {} if missing or unreadable."""
+def executed_record(output: str | os.PathLike) -> dict:
+    """The ``metadata.sgn`` record :func:`run_notebook` left in an executed copy; {} if missing or unreadable."""
     try:
-        record = json.loads(output.read_text())["metadata"]["sgn"]
+        record = json.loads(Path(output).read_text())["metadata"]["sgn"]
     except (OSError, ValueError, KeyError, TypeError):
         return {}
     return record if isinstance(record, dict) else {}
@@ -414,7 +414,7 @@ def run_notebook(
     output = Path(output_notebook).resolve()
     checked = check_parameters(notebook, params or {})
     key = cache_key(notebook, checked, kernel_name=kernel_name, depends_on=depends_on)
-    recorded = _recorded(output) if cache else {}
+    recorded = executed_record(output) if cache else {}
     if recorded.get("cache_key") == key:
         log.info("%s: up to date, not executed", notebook.stem)
         return RunResult(notebook, output, checked, key, True, float(recorded.get("elapsed_s", math.nan)))
@@ -601,6 +601,13 @@ def run_pipeline(
     return results
 
 
+def pipeline_summary(results: Sequence[RunResult]) -> str:
+    """One line on what :func:`run_pipeline` did: which notebooks executed, how many were up to date."""
+    executed = [r.notebook.stem for r in results if not r.cached]
+    return (f"{len(executed)} notebooks executed ({', '.join(executed) or 'none'}), "
+            f"{len(results) - len(executed)} up to date")
+
+
 # ---------------------------------------------------------------------------
 # Command line (wired into `sgn` by sgn.cli)
 
@@ -625,9 +632,7 @@ def _cmd_notebooks(args) -> None:
         raise SGNError(f"no NN_name.ipynb notebooks in {args.dir}")
     params = load_profile(resolve_profile(args.profile, args.dir), args.dir) if args.profile else {}
     results = run_pipeline(notebooks, params, args.out, cache=not args.force, kernel_name=args.kernel)
-    executed = [r.notebook.stem for r in results if not r.cached]
-    log.info("%d notebooks executed (%s), %d up to date; executed copies in %s", len(executed),
-             ", ".join(executed) or "none", len(results) - len(executed), args.out)
+    log.info("%s; executed copies in %s", pipeline_summary(results), args.out)
 
 
 def add_notebooks_command(sub) -> None:

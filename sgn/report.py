@@ -23,6 +23,7 @@ import torch
 
 from sgn import __version__
 from sgn.audio import STFTSpec, encode_audio
+from sgn.notebooks import executed_record
 from sgn.utils import atomic_path, atomic_write_text, git_commit
 
 
@@ -168,7 +169,7 @@ def executed_notebooks(executed_dir: str | os.PathLike) -> pd.DataFrame:
     for path in sorted(Path(executed_dir).glob("*.ipynb")):
         if path.name.endswith(".failed.ipynb"):
             continue
-        record = json.loads(path.read_text()).get("metadata", {}).get("sgn", {})
+        record = executed_record(path)
         rows.append({"notebook": path.stem, "profile": record.get("parameters", {}).get("profile"),
                      "executed_at": record.get("executed_at"), "minutes": record.get("elapsed_s", math.nan) / 60,
                      "git_commit": record.get("git_commit"), "sgn_version": record.get("sgn_version")})
