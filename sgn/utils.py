@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import yaml
 
@@ -24,6 +25,82 @@ UMASK = _current_umask()
 
 class SGNError(Exception):
     """An error caused by the user's input; the CLI prints it as one line, without a traceback."""
+
+
+def shorten(value: Any, limit: int = 100) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: an error message never echoes a huge input."""
+    text = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Class names become file names (``sgn separate`` writes ``OUT/<class>.wav``) and CSV cells:
+# letters, digits, ``_``, ``-``, ``+`` and inner dots, nothing that can name another folder.
+CLASS_NAME = re.compile(r"[A-Za-z0-9_+-](?:[A-Za-z0-9_.+-]{0,62}[A-Za-z0-9_+-])?")
+
+
+def check_class_names(names: Any, source: str) -> list[str]:
+    """Validate class names read from ``source`` (a file, flag or argument); return them as a list.
+
+    Every name must match :data:`CLASS_NAME` (no path separator, no ``..``, at most 64
+    characters) and appear once.
+
+    Raises:
+        SGNError: naming ``source`` and the first offending name.
+    """
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise SGNError(f"{source}: expected a list of class names, got {shorten(names)}")
+    names = list(names)
+    for name in names:
+        if not isinstance(name, str) or not CLASS_NAME.fullmatch(name) or ".." in name:
+            raise SGNError(
+                f"{source}: class name {shorten(name)} is not allowed "
+                "(1-64 of A-Z a-z 0-9 _ - + and inner dots, no '..')"
+            )
+    duplicate = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if duplicate is not None:
+        raise SGNError(f"{source}: class {duplicate!r} is listed twice")
+    return names
+
+
+def child_path(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, refused unless it stays directly inside ``folder`` (no traversal)."""
+    folder = Path(folder)
+    path = folder / name
+    if Path(name).name != name or name in ("", ".", "..") or path.resolve().parent != folder.resolve():
+        raise SGNError(f"{folder}: refusing to write {shorten(name)} outside this folder")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output(path: str | os.PathLike, *, kind: str = "file", inputs: Sequence[str | os.PathLike] = (),
+                 flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can receive an output ``kind`` ("file" or "dir").
+
+    Refused in one line: an output that is one of ``inputs``, a folder where a file is
+    expected and the reverse, a path under an existing file, and a destination folder
+    that cannot be written.
+    """
+    path = Path(path)
+    for item in inputs:
+        if _same_file(path, Path(item)):
+            raise SGNError(f"{flag} {path}: is also an input of this command; choose another path")
+    if kind == "file" and path.is_dir():
+        raise SGNError(f"{flag} {path}: is a folder; expected a file path")
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise SGNError(f"{flag} {path}: is an existing file; expected a folder")
+    existing = path if path.exists() else next(p for p in path.parents if p.exists() or p == p.parent)
+    if existing != path and not existing.is_dir():
+        raise SGNError(f"{flag} {path}: {existing} is a file, so nothing can be written under it")
+    writable_dir = existing if existing.is_dir() else existing.parent
+    if not os.access(writable_dir, os.W_OK | os.X_OK):
+        raise SGNError(f"{flag} {path}: folder {writable_dir} is not writable")
+    return path
 
 
 @contextlib.contextmanager
