@@ -21,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -258,3 +259,67 @@ class LogFrequencyWarp(torch.nn.Module):
     def unwarp(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., Fw, T]`` -> ``[..., F, T]``."""
         return self._interpolate(x, self.unwarp_index, self.unwarp_weight)
+
+
+# Sample rates a file or an argument may have; outside it a header is broken or hostile
+# (a 1 Hz header would make resampling blow a few KB up to gigabytes).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
+
+
+def check_sample_rate(rate: int, name: str) -> int:
+    """Return ``rate`` if it lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]; else one clear SGNError."""
+    if not (isinstance(rate, (int, np.integer)) and MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
+        raise SGNError(f"{name}: sample rate {rate!r} Hz, expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+    return int(rate)
+
+
+def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(frames, sample_rate, channels)`` of an audio file, read from its header and checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise SGNError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise SGNError(f"{path}: not a readable audio file ({err})") from None
+    check_sample_rate(info.samplerate, str(path))
+    if info.frames <= 0:
+        raise SGNError(f"{path}: 0 samples, expected audio")
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def read_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[np.ndarray]:
+    """Yield a file's audio as mono float32 blocks of ``block_frames`` samples (the last may be
+    shorter), so a long file is never held in memory whole. Non-finite samples are an error."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            while True:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                block = block.mean(axis=1)
+                if not np.all(np.isfinite(block)):
+                    raise SGNError(f"{path}: contains NaN or Inf samples")
+                yield block
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise SGNError(f"{path}: not a readable audio file ({err})") from None
+
+
+def resample_blocks(blocks: Iterable[np.ndarray], orig_rate: int, target_rate: int) -> Iterator[np.ndarray]:
+    """Resample a stream of ``[L]`` or ``[channels, L]`` blocks with soxr's streaming resampler.
+
+    The concatenated output equals :func:`resample` of the concatenated input (tested),
+    while only one block is held at a time.
+    """
+    stream = None
+    for block in blocks:
+        block = np.asarray(block, dtype=np.float32)
+        if orig_rate == target_rate:
+            yield block
+            continue
+        if stream is None:
+            channels = 1 if block.ndim == 1 else block.shape[0]
+            stream, channel_shape = soxr.ResampleStream(orig_rate, target_rate, channels, quality="HQ"), block.shape[:-1]
+        yield np.ascontiguousarray(stream.resample_chunk(block.T).T)
+    if stream is not None:
+        yield np.ascontiguousarray(stream.resample_chunk(np.zeros((0, *channel_shape), np.float32), last=True).T)

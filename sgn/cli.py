@@ -1,31 +1,57 @@
 """The ``sgn`` command line: a thin layer over the library's functions.
 
 Each sub-command parses its flags and calls one library function. Errors caused by
-the input (:class:`sgn.utils.SGNError`) print as one line, ``sgn: error: ...``, and
-exit with status 2; no traceback.
+the input (:class:`sgn.utils.SGNError`, and argparse's own) print as one line,
+``sgn: error: ...``, and exit with status 2; no traceback. Outputs are checked before
+any work (:func:`sgn.utils.check_output`): an output that is also an input is refused.
+
+Threads: torch's intra-op pool gets ``--threads N`` or ``$SGN_THREADS`` threads
+(default: torch's, one per core). On a machine that other work keeps busy, one
+thread can be many times faster than two (``python bench/bench_separate.py --threads 1,2 --load 2``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from sgn import __version__
-from sgn.utils import SGNError
+from sgn.utils import SGNError, check_output, shorten
 
 log = logging.getLogger("sgn")
+THREADS_ENV = "SGN_THREADS"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("sgn").strip()
+        self.exit(2, f"sgn: error: {command + ': ' if command else ''}{' '.join(message.split())[:300]}\n")
 
 
 def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {shorten(text)}")
+    return value
+
+
 def _cmd_data_synth(args: argparse.Namespace) -> None:
     from sgn.synth import render_synth_music
 
+    check_output(args.out, kind="dir")
     render_synth_music(
         args.out,
         clips_per_class=args.clips_per_class,
@@ -41,6 +67,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
 def _cmd_data_mixtures(args: argparse.Namespace) -> None:
     from sgn.data import make_mixture_list, read_index, write_mixture_list
 
+    check_output(args.out, inputs=[args.index])
     frame = make_mixture_list(
         read_index(args.index),
         args.split,
@@ -94,8 +121,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from sgn.evaluate import evaluate, write_results
+    from sgn.evaluate import evaluate, summary_path, write_results
 
+    inputs = [p for p in (args.mixtures, args.index, args.checkpoint) if p is not None]
+    check_output(args.out, inputs=inputs)
+    check_output(summary_path(args.out), inputs=inputs, flag="--out (its summary)")
     frame = evaluate(args.mixtures, checkpoint=args.checkpoint, method=args.method, index=args.index,
                      n_fft=args.n_fft, hop=args.hop, device=args.device, batch_size=args.batch_size)
     out, summary = write_results(frame, args.out)
@@ -105,17 +135,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_separate(args: argparse.Namespace) -> None:
-    from sgn.audio import load_audio, save_audio
     from sgn.separate import Separator
 
+    check_output(args.out, kind="dir", inputs=[args.mixture, args.checkpoint])
+    classes = None if args.classes is None and args.class_ is None else (args.classes or []) + (args.class_ or [])
     separator = Separator.from_checkpoint(args.checkpoint, device=args.device)
-    wave, rate = load_audio(args.mixture, mono=False)
-    stems = separator.separate(wave, rate, classes=args.classes)
-    for name, stem in stems.items():
-        peak = float(abs(stem).max())
-        # masks can push a stem slightly past full scale; scale rather than clip
-        path = save_audio(args.out / f"{name}.wav", stem / max(1.0, peak / 0.999), rate)
-        log.info("wrote %s", path)
+    separator.separate_file(args.mixture, args.out, classes, overwrite=args.overwrite)
 
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
@@ -135,10 +160,10 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--method", choices=REFERENCE_METHODS)
     evaluate.add_argument("--mixtures", type=Path, required=True, help="mixture list CSV (sgn data mixtures)")
     evaluate.add_argument("--index", type=Path, help="the data set's index.csv (needed by nmf)")
-    evaluate.add_argument("--n-fft", type=int, default=1022, help="STFT of reference methods")
-    evaluate.add_argument("--hop", type=int, default=256, help="STFT hop of reference methods")
+    evaluate.add_argument("--n-fft", type=_positive_int, default=1022, help="STFT of reference methods")
+    evaluate.add_argument("--hop", type=_positive_int, default=256, help="STFT hop of reference methods")
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluate.add_argument("--batch-size", type=int, default=8)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=8)
     evaluate.add_argument("--out", type=Path, required=True, help="per-source results CSV")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -148,6 +173,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     separate.add_argument("--out", type=Path, required=True, help="output folder")
     separate.add_argument("--classes", type=_csv_list, default=None,
                           help="comma-separated classes (default: those the presence head finds)")
+    separate.add_argument("--class", dest="class_", action="append", default=None, metavar="NAME",
+                          help="one class to extract (repeatable; for names with a comma)")
+    separate.add_argument("--overwrite", action="store_true", help="replace existing stems in --out")
     separate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     separate.set_defaults(func=_cmd_separate)
 
@@ -168,13 +196,28 @@ COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sgn", description="Semantic Grouping Network research companion")
+    parser = OneLineParser(prog="sgn", description="Semantic Grouping Network research companion")
     parser.add_argument("--version", action="version", version=f"sgn {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help=f"torch threads (default: ${THREADS_ENV}, else one per core)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_commands in COMMAND_GROUPS:
         add_commands(sub)
     return parser
+
+
+def _set_threads(flag: int | None) -> None:
+    """Apply ``--threads`` or ``$SGN_THREADS`` to torch's intra-op pool (neither: torch's default)."""
+    import torch
+
+    text = os.environ.get(THREADS_ENV)
+    if flag is None and text is not None:
+        if not text.strip().isdigit() or int(text) < 1:
+            raise SGNError(f"${THREADS_ENV}: expected a positive integer, got {shorten(text)}")
+        flag = int(text)
+    if flag is not None:
+        torch.set_num_threads(flag)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO, format="sgn: %(message)s", stream=sys.stderr
     )
     try:
+        _set_threads(args.threads)
         args.func(args)
     except SGNError as err:
         print(f"sgn: error: {err}", file=sys.stderr)

@@ -252,11 +252,16 @@ def summarize_results(frame: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
     return pd.concat(parts, ignore_index=True)
 
 
+def summary_path(out: str | os.PathLike) -> Path:
+    """Where :func:`write_results` puts the summary of the results in ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_summary.csv")
+
+
 def write_results(frame: pd.DataFrame, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write per-source rows to ``out`` and the summary to ``<out stem>_summary.csv``, atomically."""
     out = Path(out)
-    summary_path = out.with_name(f"{out.stem}_summary.csv")
-    for path, table in ((out, frame), (summary_path, summarize_results(frame))):
+    for path, table in ((out, frame), (summary_path(out), summarize_results(frame))):
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")
-    return out, summary_path
+    return out, summary_path(out)

@@ -7,26 +7,41 @@ spectrogram (the mixture's phase is reused, as in Sound-of-Pixels) and inverted.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import os
-from typing import Sequence
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import nn
 
-from sgn.audio import STFTSpec, check_audio, resample
+from sgn import __version__
+from sgn.audio import STFTSpec, audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
 from sgn.checkpoint import load_model
-from sgn.utils import SGNError
+from sgn.utils import SGNError, atomic_write_text, check_output, child_path, remove_stale_staging, shorten
 
 log = logging.getLogger(__name__)
+
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICES:
+        raise SGNError(f"device: expected one of {list(DEVICES)} (or cuda:N), got {shorten(str(device))}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SGNError("device: cuda requested but no CUDA GPU is available (use --device cpu or auto)")
     return device
@@ -58,6 +73,11 @@ def estimate_sources(model: nn.Module, mixture: torch.Tensor, class_ids: torch.T
     return stft.istft(masks * spec[:, None], mixture.shape[-1])  # [B, N, L]
 
 
+# Written last into a separation's output folder: stems it does not list are from a
+# run that did not finish.
+SEPARATION_RECORD = "separation.json"
+
+
 class Separator:
     """Separate audio files or arrays with a trained checkpoint.
 
@@ -65,13 +85,16 @@ class Separator:
 
         sep = Separator.from_checkpoint("runs/cpu/best.pt", device="auto")
         stems = sep.separate(mixture, sample_rate, classes=["violin", "flute"])
+        paths = sep.separate_file("song.wav", "stems/", classes=["violin"])
 
-    Long inputs are processed in overlapping chunks of the training segment length,
-    cross-faded with a Hann window (which sums to one at 50% overlap), so memory
-    stays bounded whatever the input length.
+    The input is streamed: read (files) and resampled block by block, processed in
+    overlapping chunks of the training segment length, cross-faded with a Hann window
+    (which sums to one at 50% overlap) and resampled back, so memory stays bounded
+    whatever the input length.
     """
 
     presence_threshold = 0.5
+    block_seconds = 4.0  # input read and resampled in blocks of this length
 
     def __init__(self, model: nn.Module, sample_rate: int, chunk_samples: int, device: torch.device):
         self.model, self.sample_rate, self.chunk_samples, self.device = model, sample_rate, chunk_samples, device
@@ -87,28 +110,36 @@ class Separator:
     def classes(self) -> list[str]:
         return list(self.model.classes)
 
-    def _class_ids(self, classes: Sequence[str]) -> list[int]:
-        unknown = [c for c in classes if c not in self.classes]
+    def check_classes(self, classes: str | Sequence[str]) -> list[str]:
+        """The requested classes as a list (one name may be given as a string); one SGNError
+        for an empty request, a repeated name or a class this model does not know."""
+        names = [classes] if isinstance(classes, str) else list(classes)
+        if not names:
+            raise SGNError(f"classes: name at least one class; this model knows {self.classes}")
+        unknown = [c for c in names if c not in self.classes]
         if unknown:
-            raise SGNError(f"classes: unknown class {unknown[0]!r}; this model knows {self.classes}")
-        if len(set(classes)) != len(classes):
-            raise SGNError(f"classes: each class may be named once, got {list(classes)}")
-        return [self.classes.index(c) for c in classes]
+            raise SGNError(f"classes: unknown class {shorten(unknown[0])}; this model knows {self.classes}")
+        if len(set(names)) != len(names):
+            raise SGNError(f"classes: each class may be named once, got {shorten(names)}")
+        return names
 
-    def _padded_chunks(self, wave: np.ndarray) -> tuple[np.ndarray, range]:
-        """Pad ``[L]`` by half a chunk each side (so every sample lies under two chunks) and
-        to a whole number of hops; return the padded signal and the chunk start offsets."""
+    def _chunks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The chunks of a ``[L]`` stream at the model's rate, padded by half a chunk each
+        side (so every sample lies under two chunks) and to a whole number of hops."""
         size, hop = self.chunk_samples, self.chunk_samples // 2
-        padded = np.pad(wave, (hop, hop + (-len(wave)) % hop))
-        return padded, range(0, len(padded) - size + 1, hop)
+        buffer, total = np.zeros(hop, np.float32), 0
+        for block in itertools.chain(blocks, [None]):
+            tail = np.zeros(hop + (-total) % hop, np.float32) if block is None else block
+            total += 0 if block is None else len(block)
+            buffer = np.concatenate([buffer, tail])
+            while len(buffer) >= size:
+                yield buffer[:size]
+                buffer = buffer[hop:]
 
     @torch.no_grad()
-    def detect_classes(self, mixture: np.ndarray) -> list[str]:
-        """Classes the presence head finds in ``mixture`` (mean probability over chunks)."""
+    def _detect(self, chunks: Iterable[np.ndarray]) -> list[str]:
         probs = []
-        padded, starts = self._padded_chunks(mixture)
-        for start in starts:
-            chunk = padded[start : start + self.chunk_samples]
+        for chunk in chunks:
             spec = self.stft.stft(torch.from_numpy(chunk).to(self.device)[None])
             logits = self.model(spec.abs())["presence_logits"]
             if logits is None:
@@ -118,16 +149,55 @@ class Separator:
         found = [c for c, p in zip(self.classes, mean.tolist()) if p >= self.presence_threshold]
         return found or [self.classes[int(mean.argmax())]]
 
+    def detect_classes(self, mixture: np.ndarray) -> list[str]:
+        """Classes the presence head finds in ``mixture`` (``[L]`` at the model's rate; mean
+        probability over chunks)."""
+        return self._detect(self._chunks([np.asarray(mixture, np.float32)]))
+
     @torch.no_grad()
+    def _overlap_add(self, chunks: Iterable[np.ndarray], ids: torch.Tensor) -> Iterator[np.ndarray]:
+        """Estimates ``[N, n]`` of consecutive stretches of the padded signal, each yielded
+        as soon as no later chunk overlaps it."""
+        size, hop = self.chunk_samples, self.chunk_samples // 2
+        window = torch.hann_window(size, periodic=True).numpy()
+        out, weight = np.zeros((ids.shape[1], size), np.float32), np.zeros(size, np.float32)
+        for chunk in chunks:
+            est = estimate_sources(self.model, torch.from_numpy(chunk).to(self.device)[None], ids)[0]
+            out += est.cpu().numpy() * window
+            weight += window
+            yield out[:, :hop] / np.maximum(weight[:hop], 1e-8)
+            out = np.concatenate([out[:, hop:], np.zeros_like(out[:, :hop])], axis=1)
+            weight = np.concatenate([weight[hop:], np.zeros_like(weight[:hop])])
+        yield out[:, : size - hop] / np.maximum(weight[: size - hop], 1e-8)
+
+    def _stream(self, open_blocks: Callable[[], Iterator[np.ndarray]], rate: int, length: int,
+                classes: str | Sequence[str] | None) -> tuple[list[str], Iterator[np.ndarray]]:
+        """Classes and a stream of ``[N, n]`` estimate blocks at ``rate``, ``length`` samples in
+        all. ``open_blocks`` starts a fresh pass over the mono input (detection needs its own)."""
+        read = [0]  # model-rate samples read so far; the whole input once it is exhausted
+
+        def model_rate_chunks():
+            read[0] = 0
+            for block in resample_blocks(open_blocks(), rate, self.sample_rate):
+                read[0] += len(block)
+                yield block
+
+        names = self.check_classes(classes) if classes is not None else self._detect(self._chunks(model_rate_chunks()))
+        ids = torch.tensor([[self.classes.index(c) for c in names]], device=self.device)  # [1, N]
+        estimates = _crop(self._overlap_add(self._chunks(model_rate_chunks()), ids), self.chunk_samples // 2)
+        # the chunks read ahead of the estimates, so read[0] bounds every block before it is final
+        estimates = _fit_length(estimates, lambda: read[0], len(names))
+        return names, _fit_length(resample_blocks(estimates, self.sample_rate, rate), lambda: length, len(names))
+
     def separate(
-        self, mixture: np.ndarray, sample_rate: int, classes: Sequence[str] | None = None
+        self, mixture: np.ndarray, sample_rate: int, classes: str | Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Separate one mixture.
+        """Separate one mixture held in memory.
 
         Args:
             mixture: ``[L]`` mono, or ``[channels, L]`` / ``[L, channels]`` (downmixed to mono).
             sample_rate: the mixture's rate; it is resampled to the model's and back.
-            classes: class names to extract; ``None`` lets the presence head choose.
+            classes: class names to extract (or one name); ``None`` lets the presence head choose.
 
         Returns:
             ``{class: [L] float32 at sample_rate}``.
@@ -140,28 +210,118 @@ class Separator:
             wave = wave.mean(axis=0)
         if wave.ndim != 1:
             raise SGNError(f"mixture: expected [L] or [channels, L] samples, got shape {wave.shape}")
-        if sample_rate <= 0:
-            raise SGNError(f"sample_rate: expected a positive rate, got {sample_rate}")
-        check_audio(wave, "mixture", min_samples=max(1, self.stft.n_fft * sample_rate // self.sample_rate))
-        length = len(wave)
-        wave = resample(wave, sample_rate, self.sample_rate)
-        names = list(classes) if classes is not None else self.detect_classes(wave)
-        ids = torch.tensor([self._class_ids(names)], device=self.device)  # [1, N]
-        window = torch.hann_window(self.chunk_samples, periodic=True).numpy()
-        padded, starts = self._padded_chunks(wave)
-        out = np.zeros((len(names), len(padded)), dtype=np.float32)
-        weight = np.zeros(len(padded), dtype=np.float32)
-        for start in starts:
-            chunk = torch.from_numpy(padded[start : start + self.chunk_samples]).to(self.device)[None]
-            est = estimate_sources(self.model, chunk, ids)[0].cpu().numpy()  # [N, chunk]
-            out[:, start : start + self.chunk_samples] += est * window
-            weight[start : start + self.chunk_samples] += window
-        hop = self.chunk_samples // 2
-        stems = out[:, hop : hop + len(wave)] / np.maximum(weight[hop : hop + len(wave)], 1e-8)
-        return {name: _fit_length(resample(stem, self.sample_rate, sample_rate), length)
-                for name, stem in zip(names, stems)}
+        check_sample_rate(sample_rate, "sample_rate")
+        check_audio(wave, "mixture", min_samples=self._min_samples(sample_rate))
+        block = round(self.block_seconds * sample_rate)
+        names, stream = self._stream(lambda: (wave[i : i + block] for i in range(0, len(wave), block)),
+                                     sample_rate, len(wave), classes)
+        stems = np.concatenate(list(stream), axis=1)
+        return dict(zip(names, stems))
+
+    def _min_samples(self, sample_rate: int) -> int:
+        return max(1, self.stft.n_fft * sample_rate // self.sample_rate)
+
+    def separate_file(self, path: str | os.PathLike, out_dir: str | os.PathLike,
+                      classes: str | Sequence[str] | None = None, *, overwrite: bool = False) -> dict[str, Path]:
+        """Separate an audio file into ``out_dir/<class>.wav`` (16-bit, the file's rate), streaming.
+
+        Stems are written into a staging folder and moved into ``out_dir`` together, then
+        ``out_dir/separation.json`` is written last and lists them: stems it does not list
+        are from an interrupted run. Existing files are never replaced unless ``overwrite``;
+        the input itself never.
+
+        Returns:
+            ``{class: path}``.
+        """
+        path, out_dir = Path(path), check_output(out_dir, kind="dir", inputs=[path])
+        frames, rate, _ = audio_info(path)
+        if frames < self._min_samples(rate):
+            raise SGNError(f"{path}: {frames} samples, expected at least {self._min_samples(rate)}")
+        block = round(self.block_seconds * rate)
+        names, stream = self._stream(lambda: _not_silent(read_blocks(path, block), path), rate, frames, classes)
+        record = out_dir / SEPARATION_RECORD
+        targets = {name: child_path(out_dir, f"{name}.wav") for name in names}
+        _check_targets([*targets.values(), record], path, overwrite)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(record)
+        staging = Path(tempfile.mkdtemp(prefix=f".{record.name}.partial-{os.getpid()}-", dir=out_dir))
+        try:
+            staged = _write_stems(stream, names, rate, staging, path)
+            record.unlink(missing_ok=True)  # the stems below are not the old record's
+            for name, target in targets.items():
+                os.replace(staged[name], target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_text(record, json.dumps({
+            "input": str(path.resolve()), "classes": names, "sample_rate": rate, "frames": frames,
+            "stems": {name: target.name for name, target in targets.items()}, "sgn_version": __version__,
+        }, indent=2) + "\n")
+        for target in targets.values():
+            log.info("wrote %s", target)
+        return targets
 
 
-def _fit_length(wave: np.ndarray, length: int) -> np.ndarray:
-    """Crop or zero-pad ``[L']`` to ``[length]`` (resampling there and back can be off by a sample)."""
-    return wave[:length] if len(wave) >= length else np.pad(wave, (0, length - len(wave)))
+def _check_targets(targets: Sequence[Path], source: Path, overwrite: bool) -> None:
+    """Refuse to write over the input, or over existing files unless ``overwrite``."""
+    for target in targets:
+        if target.exists() and os.path.samefile(target, source):
+            raise SGNError(f"{target}: is the input file; choose another --out folder")
+        if target.exists() and not overwrite:
+            raise SGNError(f"{target}: exists and this run did not make it; pass --overwrite to replace it")
+
+
+def _write_stems(stream: Iterator[np.ndarray], names: Sequence[str], rate: int, staging: Path,
+                 source: Path) -> dict[str, Path]:
+    """Write ``[N, n]`` blocks as one 16-bit WAV per class in ``staging``, each scaled by its own
+    peak where masks pushed it past full scale (a float pass first, then the 16-bit copy)."""
+    floats = {name: staging / f"{name}.f32.wav" for name in names}
+    peaks = np.zeros(len(names))
+    writers = [sf.SoundFile(str(floats[n]), "w", rate, 1, subtype="FLOAT") for n in names]
+    try:
+        for block in stream:
+            peaks = np.maximum(peaks, np.abs(block).max(axis=1, initial=0.0))
+            for writer, stem in zip(writers, block):
+                writer.write(stem)
+    finally:
+        for writer in writers:
+            writer.close()
+    final = {}
+    for name, peak in zip(names, peaks):
+        final[name] = staging / f"{name}.wav"
+        scale = 1.0 / max(1.0, peak / 0.999)  # scale rather than clip
+        with sf.SoundFile(str(final[name]), "w", rate, 1, subtype="PCM_16") as out:
+            for part in sf.blocks(str(floats[name]), blocksize=1 << 18, dtype="float32"):
+                out.write(part * scale)
+    return final
+
+
+def _not_silent(blocks: Iterable[np.ndarray], source: Path) -> Iterator[np.ndarray]:
+    """Pass a stream through; at its end, an SGNError if every sample was zero."""
+    heard = False
+    for block in blocks:
+        heard = heard or bool(np.any(block))
+        yield block
+    if not heard:
+        raise SGNError(f"{source}: audio is silent (all samples are zero)")
+
+
+def _crop(blocks: Iterable[np.ndarray], skip: int) -> Iterator[np.ndarray]:
+    """Drop the first ``skip`` samples of a stream of ``[N, n]`` blocks."""
+    for block in blocks:
+        cut = min(skip, block.shape[1])
+        skip -= cut
+        if block.shape[1] > cut:
+            yield block[:, cut:]
+
+
+def _fit_length(blocks: Iterable[np.ndarray], length: Callable[[], int], channels: int) -> Iterator[np.ndarray]:
+    """A stream of ``[N, n]`` blocks cut or zero-padded to ``length()`` samples in all (the
+    chunk padding overshoots; resampling there and back can fall a sample short)."""
+    done = 0
+    for block in blocks:
+        block = block[:, : length() - done]
+        done += block.shape[1]
+        if block.shape[1]:
+            yield block
+    if done < length():
+        yield np.zeros((channels, length() - done), np.float32)

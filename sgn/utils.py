@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -103,16 +105,51 @@ def check_output(path: str | os.PathLike, *, kind: str = "file", inputs: Sequenc
     return path
 
 
+# Temporary siblings carry the writing process's pid, so a later run can tell an
+# abandoned one (its writer was killed) from one another live process is writing.
+_STAGING_SUFFIXES = (".partial-", ".tmp-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Remove ``target``'s temporary siblings left by killed processes; return what was removed.
+
+    Only names this module makes (``.NAME.partial-PID-*``, ``.NAME.tmp-PID-*``) whose
+    process no longer runs are touched.
+    """
+    target = Path(target)
+    removed = []
+    for marker in _STAGING_SUFFIXES:
+        for stale in target.parent.glob(f".{glob.escape(target.name)}{marker}*"):
+            pid_text = stale.name[len(target.name) + 1 + len(marker):].split("-", 1)[0]
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A crash or an exception inside the block leaves any previous ``path`` untouched,
-    so a failed run never overwrites a good result.
+    so a failed run never overwrites a good result; temporaries of killed runs are
+    removed by the next write to the same path.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    remove_stale_staging(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp creates 0600; give the file the usual permissions
     tmp_path = Path(tmp)
@@ -122,6 +159,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def staged_dir(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a hidden sibling of ``folder`` to fill; rename it onto ``folder`` on success.
+
+    Nothing appears at ``folder`` until the block completes (an existing ``folder`` must
+    be empty), so an interrupted or failed run leaves nothing half-written that looks
+    complete; staging folders of killed runs are removed by the next one.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder)
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-{os.getpid()}-", dir=folder.parent))
+    partial.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; the result is not
+    try:
+        yield partial
+        if folder.is_dir():
+            folder.rmdir()
+        os.replace(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

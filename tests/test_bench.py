@@ -16,9 +16,11 @@ def run(script: str, *args: str) -> str:
 
 
 def test_bench_separate():
-    stdout = run("bench_separate.py", "--config", "smoke", "--seconds", "1", "3", "--reps", "1")
+    stdout = run("bench_separate.py", "--config", "smoke", "--seconds", "1", "3", "--reps", "1",
+                 "--threads", "1", "2", "--load", "1", "--file-minutes", "0.05")
     assert "real-time factor" in stdout
-    assert "| smoke | cpu | 1 | 2 |" in stdout and "| smoke | cpu | 3 | 2 |" in stdout
+    assert "| smoke | cpu | 1 | 2 | 1 | 1 |" in stdout and "| smoke | cpu | 3 | 2 | 2 | 1 |" in stdout
+    assert "| 0.05 |" in stdout and "max RSS" in stdout
 
 
 def test_bench_train(tiny_synth):

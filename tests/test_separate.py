@@ -1,4 +1,11 @@
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,7 +89,7 @@ def test_cli_separate(smoke_checkpoint, mixture, tmp_path, capsys):
     save_audio(tmp_path / "mix.wav", np.stack([wave, wave]), rate)  # stereo file
     assert main(["separate", str(tmp_path / "mix.wav"), "--checkpoint", str(smoke_checkpoint),
                  "--out", str(tmp_path / "stems"), "--classes", "cello,flute"]) == 0
-    assert sorted(p.name for p in (tmp_path / "stems").iterdir()) == ["cello.wav", "flute.wav"]
+    assert sorted(p.name for p in (tmp_path / "stems").iterdir()) == ["cello.wav", "flute.wav", "separation.json"]
     assert main(["separate", str(tmp_path / "mix.wav"), "--checkpoint", str(smoke_checkpoint),
                  "--out", str(tmp_path / "stems"), "--classes", "banjo"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -91,3 +98,115 @@ def test_cli_separate(smoke_checkpoint, mixture, tmp_path, capsys):
     assert main(["separate", str(tmp_path / "mix.wav"), "--checkpoint", str(tmp_path / "bad.pt"),
                  "--out", str(tmp_path / "s2")]) == 2
     assert "not a readable sgn checkpoint" in capsys.readouterr().err
+
+
+def test_file_is_streamed_to_the_same_stems_as_the_array(separator, mixture, tmp_path):
+    wave, rate = mixture
+    long = np.tile(wave, 3)
+    save_audio(tmp_path / "mix.wav", long, rate, subtype="FLOAT")
+    separator.block_seconds = 0.37  # many read blocks, none aligned with the chunks
+    try:
+        paths = separator.separate_file(tmp_path / "mix.wav", tmp_path / "out", ["flute", "cello"])
+    finally:
+        separator.block_seconds = type(separator).block_seconds
+    in_memory = separator.separate(long, rate, classes=["flute", "cello"])
+    for name, path in paths.items():
+        stem, stem_rate = load_audio(path)
+        assert stem_rate == rate and stem.shape == long.shape
+        assert np.abs(stem - in_memory[name]).max() < 2 / 32768  # 16-bit quantisation
+    record = json.loads((tmp_path / "out" / "separation.json").read_text())
+    assert record["stems"] == {"flute": "flute.wav", "cello": "cello.wav"} and record["frames"] == len(long)
+
+
+def test_read_block_size_does_not_change_the_estimates(separator, mixture):
+    wave, _ = mixture
+    wave_16k = np.tile(wave, 4)[:50000]
+    reference = separator.separate(wave_16k, 16000, classes=["cello"])["cello"]
+    separator.block_seconds = 0.123
+    try:
+        blocked = separator.separate(wave_16k, 16000, classes=["cello"])["cello"]
+    finally:
+        separator.block_seconds = type(separator).block_seconds
+    np.testing.assert_array_equal(blocked, reference)
+
+
+def test_api_takes_one_class_as_a_string_and_refuses_an_empty_request(separator, mixture):
+    assert list(separator.separate(*mixture, classes="cello")) == ["cello"]
+    for empty in ([], ()):
+        with pytest.raises(SGNError, match="name at least one class"):
+            separator.separate(*mixture, classes=empty)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x", "", 7])
+def test_unknown_device_is_one_line(smoke_checkpoint, device):
+    with pytest.raises(SGNError, match="^device: expected one of"):
+        Separator.from_checkpoint(smoke_checkpoint, device=device)
+
+
+@pytest.mark.parametrize("rate", [0, 1, 3999, 192001, -44100])
+def test_sample_rates_outside_the_documented_range_are_refused(separator, mixture, rate):
+    with pytest.raises(SGNError, match="expected 4000-192000 Hz"):
+        separator.separate(mixture[0], rate, classes=["cello"])
+
+
+def _run_separate(checkpoint, *args):
+    return main(["-q", "separate", *map(str, args), "--checkpoint", str(checkpoint)])
+
+
+def test_separate_never_overwrites_its_input_or_other_files(smoke_checkpoint, mixture, tmp_path, capsys):
+    wave, rate = mixture
+    data = tmp_path / "data"
+    save_audio(data / "cello.wav", wave, rate)
+    original = (data / "cello.wav").read_bytes()
+    # the input would be replaced by its own cello stem: refused, even with --overwrite
+    for extra in ([], ["--overwrite"]):
+        assert _run_separate(smoke_checkpoint, data / "cello.wav", "--out", data, "--classes", "cello,flute", *extra) == 2
+        assert "is the input file" in capsys.readouterr().err
+        assert (data / "cello.wav").read_bytes() == original and sorted(os.listdir(data)) == ["cello.wav"]
+    # a file this run did not make: refused unless --overwrite
+    (tmp_path / "stems").mkdir()
+    (tmp_path / "stems" / "flute.wav").write_bytes(b"mine")
+    assert _run_separate(smoke_checkpoint, data / "cello.wav", "--out", tmp_path / "stems", "--class", "flute") == 2
+    err = capsys.readouterr().err.strip()
+    assert "exists and this run did not make it; pass --overwrite" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "stems" / "flute.wav").read_bytes() == b"mine"
+    assert _run_separate(smoke_checkpoint, data / "cello.wav", "--out", tmp_path / "stems", "--class", "flute",
+                         "--overwrite") == 0
+    assert load_audio(tmp_path / "stems" / "flute.wav")[0].shape == wave.shape
+    # the output folder is the input file, or a path under a file
+    for out in (data / "cello.wav", data / "cello.wav" / "sub"):
+        assert _run_separate(smoke_checkpoint, data / "cello.wav", "--out", out, "--class", "cello") == 2
+        assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_hostile_class_names_cannot_write_outside_the_folder(separator, mixture, tmp_path):
+    wave, rate = mixture
+    save_audio(tmp_path / "mix.wav", wave, rate)
+    out = tmp_path / "deep" / "out"
+    original = list(separator.model.classes)
+    separator.model.classes = ["../../escape_rel", str(tmp_path / "abs"), *original[2:]]
+    try:
+        for name in separator.model.classes[:2]:
+            with pytest.raises(SGNError, match="outside this folder"):
+                separator.separate_file(tmp_path / "mix.wav", out, [name])
+    finally:
+        separator.model.classes = original
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["mix.wav"]
+
+
+def test_killed_separation_leaves_no_stems_that_look_complete(smoke_checkpoint, mixture, tmp_path):
+    wave, rate = mixture
+    save_audio(tmp_path / "long.wav", np.tile(wave, 200), rate)  # 5 minutes: seconds of work
+    out = tmp_path / "stems"
+    command = [sys.executable, "-m", "sgn.cli", "-q", "--threads", "1", "separate", str(tmp_path / "long.wav"),
+               "--checkpoint", str(smoke_checkpoint), "--out", str(out), "--classes", "cello,flute"]
+    child = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".separation.json.partial-*")) and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (out / "separation.json").exists() and not list(out.glob("*.wav"))
+    assert len(list(out.glob(".separation.json.partial-*"))) == 1  # the killed run's staging
+    assert _run_separate(smoke_checkpoint, tmp_path / "long.wav", "--out", out, "--class", "cello") == 0
+    assert sorted(os.listdir(out)) == ["cello.wav", "separation.json"]  # the stale staging is gone

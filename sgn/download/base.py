@@ -21,9 +21,9 @@ from sgn.download.archive import extract
 from sgn.download.http import fetch, mirror_url, move_aside
 from sgn.download.manifest import Checksum, read_manifest, shipped_manifest
 from sgn.download.prepare import (
-    FORMAT, Options, Planned, parallel_map, settings_match, staged, write_provenance, write_table,
+    FORMAT, Options, Planned, parallel_map, settings_match, write_provenance, write_table,
 )
-from sgn.utils import SGNError
+from sgn.utils import SGNError, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class ArchiveDataSet(DataSet):
         want = expected(self.name, archive.name, opts, size=archive.size, zenodo_record=archive.zenodo_record)
         path = fetch(mirror_url(archive.url, opts.mirror), opts.downloads / archive.name, size=want.size,
                      checksum=want.checksum, progress=opts.progress)
-        with staged(folder) as partial:
+        with staged_dir(folder) as partial:
             raw = unpack(path, partial / ".raw")
             items = self.items(raw, path)
             results = parallel_map(lambda item: self.prepare_item(item, partial, opts), items, opts.jobs,

@@ -9,17 +9,13 @@ counts. Downloads are cached in ``ROOT/downloads/``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,7 +23,7 @@ from tqdm.auto import tqdm
 
 from sgn import __version__
 from sgn.data import INDEX_COLUMNS
-from sgn.utils import UMASK, SGNError, atomic_path, atomic_write_text
+from sgn.utils import SGNError, atomic_path, atomic_write_text
 
 # Bumped when the prepared layout changes, so an old preparation is not mistaken for a new one.
 FORMAT = 1
@@ -156,25 +152,6 @@ def settings_match(folder: Path, settings: dict) -> bool:
             "remove it or choose another --root"
         )
     return True
-
-
-@contextlib.contextmanager
-def staged(folder: Path) -> Iterator[Path]:
-    """Yield a hidden sibling of ``folder`` to write into; rename it onto ``folder`` on success.
-
-    Nothing appears at ``folder`` until the block completes, so an interrupted or failed
-    preparation leaves no half-prepared set behind.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-    partial.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; the data set is not
-    try:
-        yield partial
-        if folder.is_dir():
-            folder.rmdir()  # empty (checked by settings_match)
-        os.replace(partial, folder)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def hash_rank(keys: Sequence[str]) -> list[str]:
