@@ -9,6 +9,8 @@ measures that on a fixed mixture list.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import torch
@@ -16,62 +18,81 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgn.data import FixedMixtureDataset
-from sgn.separate import model_stft
+from sgn.interface import MaskSeparator, SeparatorOutput
 
 
 @torch.no_grad()
-def forward_with_energy(model: nn.Module, mixture: torch.Tensor) -> tuple[dict, torch.Tensor]:
+def forward_with_energy(model: MaskSeparator, mixture: torch.Tensor) -> tuple[SeparatorOutput, torch.Tensor]:
     """Run ``model`` on waveforms ``[B, L]``; also return each patch's share of the mixture energy ``[B, Pf, Pt]``."""
-    stft_mag = model_stft(model).stft(mixture).abs()  # [B, F, T]
+    stft_mag = model.stft.stft(mixture).abs()  # [B, F, T]
     out = model(stft_mag)
-    energy = model.warp.warp(stft_mag) ** 2  # [B, Fw, T]
-    pf, pt = out["assignment"].shape[-2:]
+    energy = model.to_mask_axis(stft_mag) ** 2  # [B, Fw, T]
+    pf, pt = out.assignment.shape[-2:]
     energy = F.adaptive_avg_pool2d(energy[:, None], (pf, pt))[:, 0]  # [B, Pf, Pt]
     return out, energy / energy.sum(dim=(-2, -1), keepdim=True)
 
 
+# The per-mixture statistics of assignment_statistics, as grouping_statistics' columns.
+STATISTICS = ("present_mass", "chance_mass", "entropy", "top_token_share")
+
+
+def assignment_statistics(assignment: torch.Tensor, energy: torch.Tensor, token_present: torch.Tensor,
+                          ) -> dict[str, torch.Tensor]:
+    """How one batch's assignment spreads the mixtures' energy over the tokens.
+
+    Args:
+        assignment: ``[B, S, Pf, Pt]``, a softmax over tokens.
+        energy: ``[B, Pf, Pt]``, each patch's share of its mixture's energy (sums to one).
+        token_present: ``[B, S]`` bool, tokens of the classes in the mixture.
+
+    Returns:
+        ``[B]`` tensors ``present_mass`` (energy-weighted assignment on the present classes'
+        tokens), ``chance_mass`` (``S_present / S``, what an even spread gives), ``entropy``
+        (energy-weighted mean over patches, nats; at most ``log S``), ``top_token_share``
+        (energy whose argmax token is the most used one: near 1 means collapse), and
+        ``token_mass [B, S]`` (each token's energy-weighted share; sums to one over S).
+    """
+    token_mass = (assignment * energy[:, None]).sum(dim=(-2, -1))  # [B, S]
+    entropy = -(assignment.clamp_min(1e-12).log() * assignment).sum(1)  # [B, Pf, Pt]
+    top = F.one_hot(assignment.argmax(1), assignment.shape[1]).permute(0, 3, 1, 2).float()  # [B, S, Pf, Pt]
+    return {
+        "present_mass": (token_mass * token_present).sum(1),
+        "chance_mass": token_present.float().mean(1),
+        "entropy": (entropy * energy).sum(dim=(-2, -1)),
+        "top_token_share": (top * energy[:, None]).sum(dim=(-2, -1)).max(dim=1).values,
+        "token_mass": token_mass,
+    }
+
+
 @torch.no_grad()
-def grouping_statistics(model: nn.Module, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
+def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
     """Per mixture: how the grouping assigns the mixture's energy to class tokens.
 
-    Columns: ``mixture_id``, ``n_sources``, ``present_mass`` (energy-weighted share of the
-    assignment on tokens of present classes; chance is ``S_present / S``),
-    ``chance_mass``, ``entropy`` (mean assignment entropy over patches, in nats; its
-    maximum is ``log S``), ``top_token_share`` (share of energy whose argmax token is the
-    single most used token: near 1 means collapse) and ``presence_accuracy`` (the presence
-    head's accuracy over all classes at threshold 0.5).
+    Columns: ``mixture_id``, ``n_sources``, the ``[B]`` statistics of
+    :func:`assignment_statistics` and ``presence_accuracy`` (the presence head's accuracy
+    over all classes at threshold 0.5).
     """
     if getattr(model, "grouping", None) is None:
         raise ValueError("grouping statistics need an SGN model with the grouping block")
     model.eval()
     rows = []
-    layout = model.class_from_tokens > 0  # [C, S]
+    layout = model.layout
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         out, energy = forward_with_energy(model, batch["mixture"])
-        assign = out["assignment"]  # [B, S, Pf, Pt]
-        ids = batch["class_ids"]
-        present = torch.zeros(len(ids), len(model.classes), dtype=torch.bool)
-        present.scatter_(1, ids.clamp_min(0), ids >= 0)
-        token_present = (present.float() @ layout.float()) > 0  # [B, S]
-        mass = (assign * energy[:, None]).sum(dim=(-2, -1))  # [B, S], sums to 1 over S
-        entropy = -(assign.clamp_min(1e-12).log() * assign).sum(1)  # [B, Pf, Pt]
-        top = F.one_hot(assign.argmax(1), assign.shape[1]).permute(0, 3, 1, 2).float()  # [B, S, Pf, Pt]
-        top_share = (top * energy[:, None]).sum(dim=(-2, -1)).max(dim=1).values  # [B]
-        presence_ok = ((torch.sigmoid(out["presence_logits"]) > 0.5) == present).float().mean(1)
-        for i in range(len(ids)):
+        present = layout.present(batch["class_ids"])  # [B, C]
+        stats = assignment_statistics(out.assignment, energy, layout.present_tokens(present))
+        presence_ok = ((torch.sigmoid(out.presence_logits) > 0.5) == (present > 0)).float().mean(1)
+        for i in range(len(energy)):
             rows.append({
                 "mixture_id": int(batch["mixture_id"][i]),
                 "n_sources": int(batch["n_sources"][i]),
-                "present_mass": float(mass[i][token_present[i]].sum()),
-                "chance_mass": float(token_present[i].float().mean()),
-                "entropy": float((entropy[i] * energy[i]).sum()),
-                "top_token_share": float(top_share[i]),
+                **{name: float(stats[name][i]) for name in STATISTICS},
                 "presence_accuracy": float(presence_ok[i]),
             })
     return pd.DataFrame(rows)
 
 
-def token_similarity(model: nn.Module) -> np.ndarray:
+def token_similarity(model: MaskSeparator) -> np.ndarray:
     """Cosine similarity between the learned class tokens, ``[S, S]``."""
     tokens = F.normalize(model.tokens.detach().float(), dim=-1)
     return (tokens @ tokens.T).cpu().numpy()
@@ -130,9 +151,10 @@ def trace_shapes(model: nn.Module, mix_mag: torch.Tensor) -> pd.DataFrame:
     finally:
         for handle in handles:
             handle.remove()
-    for key, value in out.items():
+    for field in dataclasses.fields(out):
+        value = getattr(out, field.name)
         if value is not None:
-            rows.append({"stage": f"output: {key}", "role": "model output", "shape": list(value.shape)})
+            rows.append({"stage": f"output: {field.name}", "role": "model output", "shape": list(value.shape)})
     return pd.DataFrame(rows)
 
 

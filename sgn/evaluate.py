@@ -37,7 +37,7 @@ from sgn.audio import STFTSpec
 from sgn.checkpoint import load_model
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
 from sgn.metrics import SilentSignalError, evaluate_mixture_batch, scores_frame, summarize
-from sgn.separate import estimate_sources, model_stft, resolve_device
+from sgn.separate import estimate_sources, resolve_device
 from sgn.utils import SGNError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def evaluate(
     if checkpoint is not None:
         device_t = resolve_device(device)
         model, config, _ = load_model(checkpoint, map_location=device_t)
-        dataset = FixedMixtureDataset(frame, model.classes, model_stft(model))
+        dataset = FixedMixtureDataset(frame, model.classes, model.stft)
         name = config.model.arch
 
         def estimator(batch):
@@ -220,10 +220,10 @@ def presence_detection(
     """
     device_t = resolve_device(device)
     model, _, _ = load_model(checkpoint, map_location=device_t)
-    dataset = FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model_stft(model))
+    dataset = FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model.stft)
     rows = []
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-        logits = model(batch["mix_mag"].to(device_t))["presence_logits"]
+        logits = model(batch["mix_mag"].to(device_t)).presence_logits
         if logits is None:
             raise SGNError(f"{checkpoint}: this {model.config.arch} model has no presence head")
         predicted = (torch.sigmoid(logits.float()) >= threshold).cpu()  # [B, C]

@@ -7,8 +7,10 @@ One file, read top to bottom::
       -> conv stem and encoder_levels stride-2 conv levels (skip features)
       -> strided conv: time-frequency tokens f [B, P, D]
       -> [class tokens c ; f] through self-attention layers
-      -> category-aware grouping: A = softmax_tokens(c W_q (f W_k)^T)  [B, S, P],
-         g_i = c_i + proj(sum_p A_ip v_p / sum_p A_ip), + MLP          [B, S, D]
+      -> category-aware grouping: queries q_i = c_i + MLP(LN(c_i)),
+         A = softmax_tokens(q W_q (LN(f) W_k)^T / sqrt(D))             [B, S, P],
+         g_i = c_i + proj(sum_p A_ip v_p / (1 + sum_p A_ip)),
+         g_i <- g_i + MLP(LN(g_i))                                      [B, S, D]
       -> per-class representation (mean of the class's K tokens)      [B, C, D]
       -> reconstruction: tokens upsampled through the levels, fused with the skip
          features -> per-pixel features h [B, S0, Fw, T];
@@ -40,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgn.audio import LogFrequencyWarp, log_magnitude
+from sgn.audio import log_magnitude
 from sgn.config import ModelConfig
+from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
 
 
 def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -104,7 +107,8 @@ class GroupingBlock(nn.Module):
 
     The similarity matrix ``A`` (``[B, S, P]``) is a softmax over the *token* axis, so
     every time-frequency token distributes itself among the class tokens; each class
-    token then gathers the features assigned to it (normalised by its total mass).
+    token then gathers the features assigned to it, normalised by one plus its total
+    mass (a token assigned nothing keeps its own value).
     With ``gumbel=True``, training adds Gumbel noise and uses the hard one-hot
     assignment with straight-through gradients; evaluation uses the hard argmax.
     """
@@ -143,31 +147,7 @@ class GroupingBlock(nn.Module):
         return grouped + self.mlp(self.norm_out(grouped)), soft
 
 
-def token_layout(n_classes: int, tokens_per_class: int, share_tokens: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which tokens serve which class.
-
-    Returns:
-        ``class_from_tokens [C, S]``: row ``c`` averages the tokens of class ``c``;
-        ``token_targets [S]``: the CE target of each token (its class, or with shared
-        tokens its own index).
-    """
-    if share_tokens:
-        n_tokens = (n_classes + 1) // 2
-        owner = torch.arange(n_classes) // 2  # class c -> token c // 2
-        targets = torch.arange(n_tokens)
-    else:
-        n_tokens = n_classes * tokens_per_class
-        targets = torch.arange(n_tokens) // tokens_per_class  # token s -> class s // K
-        owner = None
-    layout = torch.zeros(n_classes, n_tokens)
-    if owner is not None:
-        layout[torch.arange(n_classes), owner] = 1.0
-    else:
-        layout[targets, torch.arange(n_tokens)] = 1.0 / tokens_per_class
-    return layout, targets
-
-
-class SGN(nn.Module):
+class SGN(MaskSeparator):
     """Semantic Grouping Network: one mask per class from class-token grouping.
 
     Args:
@@ -176,13 +156,11 @@ class SGN(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, classes: list[str]):
-        super().__init__()
-        self.config, self.classes = config, list(classes)
+        layout = TokenLayout.build(classes, config.tokens_per_class, config.share_tokens)
+        super().__init__(config, classes, layout)
         d, s0 = config.width, config.stem_channels
-        n_bins = config.n_fft // 2 + 1
         if config.warped_bins % config.patch_freq:
             raise ValueError(f"model.warped_bins ({config.warped_bins}) must be a multiple of model.patch_freq")
-        self.warp = LogFrequencyWarp(n_bins, config.warped_bins)
         self.input_norm = nn.BatchNorm2d(1)
         levels = config.encoder_levels
         scale = 2**levels
@@ -199,15 +177,12 @@ class SGN(nn.Module):
                                   stride=(config.patch_freq // scale, config.patch_time // scale))
         self.freq_embedding = nn.Parameter(torch.zeros(config.warped_bins // config.patch_freq, d))
 
-        layout, targets = token_layout(len(classes), config.tokens_per_class, config.share_tokens)
-        self.register_buffer("class_from_tokens", layout, persistent=False)  # [C, S]
-        self.register_buffer("token_targets", targets, persistent=False)  # [S]
-        self.tokens = nn.Parameter(torch.randn(layout.shape[1], d) * 0.02)  # c_i, [S, D]
+        self.tokens = nn.Parameter(torch.randn(layout.n_tokens, d) * 0.02)  # c_i, [S, D]
 
         self.blocks = nn.ModuleList(SelfAttentionBlock(d, config.heads, config.mlp_ratio) for _ in range(config.depth))
         self.grouping = GroupingBlock(d, config.mlp_ratio, config.gumbel, config.gumbel_tau) if config.grouping else None
         self.norm = nn.LayerNorm(d)
-        self.token_head = nn.Linear(d, int(targets.max()) + 1)  # CE over token identities
+        self.token_head = nn.Linear(d, int(layout.token_targets.max()) + 1)  # CE over token identities
         self.presence_head = nn.Linear(d, 1)  # BCE: is class c in the mixture?
 
         # reconstruction: tokens back to full resolution, fused with the encoder's features at every scale
@@ -215,19 +190,17 @@ class SGN(nn.Module):
         self.up = nn.ModuleList(conv_block(2 * widths[i], widths[i - 1] if i else s0) for i in reversed(range(levels + 1)))
         self.mask_head = nn.Linear(d, s0 + 1)  # per-class weights and bias of the per-pixel dot product
 
-    def forward(self, mix_mag: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def forward(self, mix_mag: torch.Tensor) -> SeparatorOutput:
         """Args:
             mix_mag: linear mixture magnitude ``[B, F, T]``.
 
         Returns:
-            ``mask_logits [B, C, Fw, T]`` (warped frequency axis), ``presence_logits [B, C]``,
-            ``token_logits [B, S, S_targets]`` (None without class tokens),
-            ``assignment [B, S, Fw/pf, T'/pt]`` (None without grouping) and the
-            per-class representations ``class_rep [B, C, D]``.
+            every field of :class:`SeparatorOutput`; ``token_logits`` is None without class
+            tokens, ``assignment`` (``[B, S, Fw/pf, T'/pt]``) None without grouping.
         """
         cfg = self.config
         n_frames = mix_mag.shape[-1]
-        x = log_magnitude(self.warp.warp(mix_mag))[:, None]  # [B, 1, Fw, T]
+        x = log_magnitude(self.to_mask_axis(mix_mag))[:, None]  # [B, 1, Fw, T]
         x = pad_time(self.input_norm(x), cfg.patch_time)  # [B, 1, Fw, T']
         skips = [self.stem(x)]  # [B, S0, Fw, T']
         for down in self.down:
@@ -264,10 +237,10 @@ class SGN(nn.Module):
         # pixel: [B, S0, Fw, T'], the per-pixel features of the mask dot product
         weights = self.mask_head(class_rep)  # [B, C, S0 + 1]
         mask_logits = torch.einsum("bcs,bsft->bcft", weights[..., :-1], pixel) + weights[..., -1, None, None]
-        return {
-            "mask_logits": mask_logits[..., :n_frames],  # [B, C, Fw, T]
-            "presence_logits": self.presence_head(class_rep).squeeze(-1),  # [B, C]
-            "token_logits": self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
-            "assignment": assignment,
-            "class_rep": class_rep,
-        }
+        return SeparatorOutput(
+            mask_logits=mask_logits[..., :n_frames],  # [B, C, Fw, T]
+            presence_logits=self.presence_head(class_rep).squeeze(-1),  # [B, C]
+            token_logits=self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
+            assignment=assignment,
+            class_rep=class_rep,
+        )

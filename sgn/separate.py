@@ -1,8 +1,8 @@
 """Separation with a trained model: batched for evaluation, and :class:`Separator` for users.
 
-Both SGN and the U-Net baseline predict a mask per class on the warped frequency
-axis. Here masks are unwarped to the linear STFT, applied to the complex mixture
-spectrogram (the mixture's phase is reused, as in Sound-of-Pixels) and inverted.
+The model's masks (on the linear STFT axis, :meth:`sgn.interface.MaskSeparator.linear_masks`)
+are applied to the complex mixture spectrogram (the mixture's phase is reused, as in
+Sound-of-Pixels) and inverted with the model's own STFT.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import soundfile as sf
 import torch
-from torch import nn
 
 from sgn import __version__
 from sgn.audio import STFTSpec, audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
 from sgn.checkpoint import load_model
+from sgn.interface import MaskSeparator
 from sgn.utils import SGNError, atomic_write_text, check_output, child_path, remove_stale_staging, shorten
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def model_stft(model: nn.Module) -> STFTSpec:
-    """The STFT a separator was trained with."""
-    return STFTSpec(model.config.n_fft, model.config.hop)
-
-
-def estimate_sources(model: nn.Module, mixture: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+def estimate_sources(model: MaskSeparator, mixture: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
     """Separate a batch of mixtures into the named classes.
 
     Args:
@@ -63,14 +58,9 @@ def estimate_sources(model: nn.Module, mixture: torch.Tensor, class_ids: torch.T
     Returns:
         ``[B, N, L]`` estimated sources (float32).
     """
-    stft = model_stft(model)
-    spec = stft.stft(mixture.float())  # [B, F, T]
-    out = model(spec.abs())
-    ids = class_ids.clamp_min(0)
-    index = ids[:, :, None, None].expand(-1, -1, *out["mask_logits"].shape[-2:])  # [B, N, Fw, T]
-    masks = model.warp.unwarp(torch.sigmoid(out["mask_logits"].float()).gather(1, index))  # [B, N, F, T]
-    masks = masks * (class_ids >= 0)[:, :, None, None]
-    return stft.istft(masks * spec[:, None], mixture.shape[-1])  # [B, N, L]
+    spec = model.stft.stft(mixture.float())  # [B, F, T]
+    masks = model.linear_masks(model(spec.abs()), class_ids)  # [B, N, F, T]
+    return model.stft.istft(masks * spec[:, None], mixture.shape[-1])  # [B, N, L]
 
 
 # Written last into a separation's output folder: stems it does not list are from a
@@ -96,9 +86,9 @@ class Separator:
     presence_threshold = 0.5
     block_seconds = 4.0  # input read and resampled in blocks of this length
 
-    def __init__(self, model: nn.Module, sample_rate: int, chunk_samples: int, device: torch.device):
+    def __init__(self, model: MaskSeparator, sample_rate: int, chunk_samples: int, device: torch.device):
         self.model, self.sample_rate, self.chunk_samples, self.device = model, sample_rate, chunk_samples, device
-        self.stft = model_stft(model)
+        self.stft = model.stft
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Separator":
@@ -141,7 +131,7 @@ class Separator:
         probs = []
         for chunk in chunks:
             spec = self.stft.stft(torch.from_numpy(chunk).to(self.device)[None])
-            logits = self.model(spec.abs())["presence_logits"]
+            logits = self.model(spec.abs()).presence_logits
             if logits is None:
                 raise SGNError(f"classes: this {self.model.config.arch} model has no presence head; name the classes")
             probs.append(torch.sigmoid(logits[0]).cpu())

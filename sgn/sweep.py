@@ -255,6 +255,12 @@ def _execute_point(notebook: str, point_dir: str, params: dict, kernel_name: str
 Task = tuple[str, tuple[str, str, dict, str]]  # (point_id, arguments of _execute_point)
 
 
+def _share_cores(threads: int) -> None:
+    """Give each of ``jobs`` parallel points (and the kernel it starts) its share of the cores:
+    several points with one thread per core each would oversubscribe them many times."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
 def _run_local(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict]]:
     if jobs == 1:  # in this process: no start-up cost, and a debugger sees the call
         for pid, args in tasks:
@@ -264,7 +270,9 @@ def _run_local(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn, not fork: the caller may hold threads (a progress bar, a notebook kernel client)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_share_cores, initargs=(threads,)) as pool:
         futures = {pool.submit(_execute_point, *args): pid for pid, args in tasks}
         for future in as_completed(futures):
             try:

@@ -56,6 +56,7 @@ from sgn.checkpoint import build_model, read_checkpoint, save_checkpoint
 from sgn.config import LossConfig, TrainConfig, load_config, save_config, to_dict
 from sgn.data import FixedMixtureDataset, MixtureDataset, check_sample_rate, index_classes, make_mixture_list, read_index
 from sgn.evaluate import score_padded_batch
+from sgn.interface import SeparatorOutput, TokenLayout
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch
 from sgn.separate import estimate_sources, resolve_device
 from sgn.utils import SGNError, atomic_write_text
@@ -79,8 +80,12 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return floor + (opt.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def separation_loss(model: nn.Module, out: dict, batch: dict, config: LossConfig) -> dict[str, torch.Tensor]:
-    """Mask loss on the warped axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
+def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, config: LossConfig,
+                    ) -> dict[str, torch.Tensor]:
+    """Mask loss on the masks' axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
+
+    ``batch`` holds ``class_ids [B, Nmax]`` and the magnitudes ``mix_mag [B, Fw, T]`` and
+    ``source_mags [B, Nmax, Fw, T]`` on the masks' frequency axis (``model.loss_batch``).
 
     * ``bce``: target ``1[|S_n| > 0.5 |X|]``, BCE weighted by ``clamp(log1p|X|, 1e-3, 10)``.
     * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
@@ -89,9 +94,8 @@ def separation_loss(model: nn.Module, out: dict, batch: dict, config: LossConfig
     """
     ids = batch["class_ids"]  # [B, Nmax]
     valid = (ids >= 0).float()  # [B, Nmax]
-    mix = model.warp.warp(batch["mix_mag"])  # [B, Fw, T]
-    sources = model.warp.warp(batch["source_mags"])  # [B, Nmax, Fw, T]
-    logits = out["mask_logits"].float()  # [B, C, Fw, T]
+    mix, sources = batch["mix_mag"], batch["source_mags"]  # [B, Fw, T], [B, Nmax, Fw, T]
+    logits = out.mask_logits.float()  # [B, C, Fw, T]
     logits = logits.gather(1, ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *logits.shape[-2:]))  # [B, Nmax, Fw, T]
     weight = torch.log1p(mix).clamp(1e-3, 10.0)[:, None]  # [B, 1, Fw, T]
     if config.mask == "bce":
@@ -106,16 +110,15 @@ def separation_loss(model: nn.Module, out: dict, batch: dict, config: LossConfig
     losses = {"mask_loss": (per_source * valid).sum() / valid.sum()}
 
     zero = logits.new_zeros(())
-    present = torch.zeros(ids.shape[0], len(model.classes), device=ids.device)  # [B, C]
-    present.scatter_(1, ids.clamp_min(0), valid)
+    present = layout.present(ids)  # [B, C]
     losses["bce_loss"] = (
-        F.binary_cross_entropy_with_logits(out["presence_logits"].float(), present)
-        if out["presence_logits"] is not None else zero
+        F.binary_cross_entropy_with_logits(out.presence_logits.float(), present)
+        if out.presence_logits is not None else zero
     )
-    if out["token_logits"] is not None:
-        token_present = (present @ model.class_from_tokens) > 0  # [B, S]
-        targets = model.token_targets.expand_as(token_present)  # [B, S]
-        ce = F.cross_entropy(out["token_logits"].float().flatten(0, 1), targets.flatten(), reduction="none")
+    if out.token_logits is not None:
+        token_present = layout.present_tokens(present)  # [B, S]
+        targets = layout.token_targets.expand_as(token_present)  # [B, S]
+        ce = F.cross_entropy(out.token_logits.float().flatten(0, 1), targets.flatten(), reduction="none")
         losses["ce_loss"] = (ce * token_present.flatten()).sum() / token_present.sum().clamp_min(1)
     else:
         losses["ce_loss"] = zero
@@ -342,7 +345,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
         batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
         with autocast():
             out = forward(batch["mix_mag"])
-        losses = separation_loss(model, out, batch, config.loss)
+        losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
         loss = losses["mask_loss"] + config.loss.ce_weight * losses["ce_loss"] + config.loss.bce_weight * losses["bce_loss"]
         if not torch.isfinite(loss):
             raise SGNError(f"training diverged at step {step} (loss {loss.item()}); lower optim.lr")

@@ -17,12 +17,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sgn.audio import LogFrequencyWarp, log_magnitude
+from sgn.audio import log_magnitude
 from sgn.config import ModelConfig
+from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
 from sgn.model import pad_time
 
 
-class LabelConditionedUNet(nn.Module):
+class LabelConditionedUNet(MaskSeparator):
     """U-Net mask network conditioned on the class id.
 
     Args:
@@ -32,12 +33,10 @@ class LabelConditionedUNet(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, classes: list[str]):
-        super().__init__()
-        self.config, self.classes = config, list(classes)
+        super().__init__(config, classes, TokenLayout.without_tokens(classes))
         ngf, levels = config.stem_channels, config.unet_levels
         if config.warped_bins % (2**levels):
             raise ValueError(f"model.warped_bins ({config.warped_bins}) must be a multiple of 2**unet_levels")
-        self.warp = LogFrequencyWarp(config.n_fft // 2 + 1, config.warped_bins)
         self.input_norm = nn.BatchNorm2d(1)
         widths = [ngf * 2 ** min(i, 3) for i in range(levels)]  # channels after down-sampling i
         self.down = nn.ModuleList()
@@ -60,10 +59,10 @@ class LabelConditionedUNet(nn.Module):
             self.up.append(nn.Sequential(*layers))
         self.class_embedding = nn.Embedding(len(classes), ngf + 1)  # weights and bias of the dot product
 
-    def forward(self, mix_mag: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """``mix_mag [B, F, T]`` -> ``mask_logits [B, C, Fw, T]`` (the other heads are None)."""
+    def forward(self, mix_mag: torch.Tensor) -> SeparatorOutput:
+        """``mix_mag [B, F, T]`` -> masks ``[B, C, Fw, T]``; the U-Net has no other head."""
         n_frames = mix_mag.shape[-1]
-        x = log_magnitude(self.warp.warp(mix_mag))[:, None]  # [B, 1, Fw, T]
+        x = log_magnitude(self.to_mask_axis(mix_mag))[:, None]  # [B, 1, Fw, T]
         x = pad_time(self.input_norm(x), 2**self.config.unet_levels)  # [B, 1, Fw, T']
         skips = []
         for down in self.down:
@@ -77,5 +76,4 @@ class LabelConditionedUNet(nn.Module):
         pixel = x  # [B, ngf, Fw, T']
         weights = self.class_embedding.weight  # [C, ngf + 1]
         mask_logits = torch.einsum("cs,bsft->bcft", weights[:, :-1], pixel) + weights[:, -1, None, None]
-        return {"mask_logits": mask_logits[..., :n_frames], "presence_logits": None,
-                "token_logits": None, "assignment": None, "class_rep": None}
+        return SeparatorOutput(mask_logits=mask_logits[..., :n_frames])

@@ -73,10 +73,9 @@ def test_grouping_statistics(smoke_checkpoint, tiny_test_list):
     from sgn.analysis import grouping_statistics, token_similarity
     from sgn.checkpoint import load_model
     from sgn.data import FixedMixtureDataset
-    from sgn.separate import model_stft
 
     model, _, _ = load_model(smoke_checkpoint)
-    stats = grouping_statistics(model, FixedMixtureDataset(tiny_test_list, model.classes, model_stft(model)))
+    stats = grouping_statistics(model, FixedMixtureDataset(tiny_test_list, model.classes, model.stft))
     assert len(stats) == 6
     assert stats["present_mass"].between(0, 1 + 1e-6).all() and (stats["chance_mass"] == 0.5).all()
     assert (stats["entropy"] <= np.log(len(model.classes)) + 1e-5).all()

@@ -106,12 +106,12 @@ def test_validate_equals_the_per_mixture_loop(smoke_checkpoint, tiny_synth, monk
     import sgn.train as train_module
     from sgn.data import FixedMixtureDataset, make_mixture_list, read_index
     from sgn.metrics import SilentSignalError, bss_eval_sources
-    from sgn.separate import estimate_sources, model_stft
+    from sgn.separate import estimate_sources
     from sgn.train import validate
 
     model, _, _ = load_model(smoke_checkpoint)
     frame = make_mixture_list(read_index(tiny_synth), "val", n_sources="1-3", count=6, seed=5, segment_samples=4096)
-    loader = torch.utils.data.DataLoader(FixedMixtureDataset(frame, model.classes, model_stft(model)), batch_size=6)
+    loader = torch.utils.data.DataLoader(FixedMixtureDataset(frame, model.classes, model.stft), batch_size=6)
 
     silent = 3  # a three-source mixture, batched with another one
 
