@@ -19,10 +19,16 @@ from sgn import __version__
 from sgn.config import TrainConfig, from_dict, to_dict
 from sgn.model import SGN
 from sgn.unet import LabelConditionedUNet
-from sgn.utils import SGNError, atomic_path
+from sgn.utils import SGNError, atomic_path, check_class_names, shorten
 
 CHECKPOINT_FORMAT = "sgn-checkpoint/1"
 ARCHITECTURES: dict[str, type[nn.Module]] = {"sgn": SGN, "unet": LabelConditionedUNet}
+# What every checkpoint holds, and the type of each; resumable ones add RESUME_KEYS.
+REQUIRED_KEYS: dict[str, type] = {"config": dict, "classes": list, "model": dict}
+RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
+    "optimizer": dict, "step": int, "best_val_sdr": (int, float), "torch_rng": torch.Tensor,
+}
+MAX_CLASSES = 1024  # far above any data set here; bounds the work of checking a hostile list
 
 
 def build_model(config: TrainConfig, classes: list[str]) -> nn.Module:
@@ -51,8 +57,17 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: TrainConf
     return Path(path)
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load and validate a checkpoint dict; raise one clear :class:`SGNError` otherwise."""
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[dict, TrainConfig]:
+    """Load and validate a checkpoint; return ``(state, config)``.
+
+    Checked here, once: the format tag, the keys of :data:`REQUIRED_KEYS` and their
+    types, the class names (they become file names in ``sgn separate``, so a name that
+    could leave the output folder is refused), the weights (named tensors) and the config
+    (types and ranges, as from YAML).
+
+    Raises:
+        SGNError: one line naming ``path`` and what is wrong.
+    """
     path = Path(path)
     if not path.is_file():
         raise SGNError(f"{path}: checkpoint not found")
@@ -62,8 +77,44 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise SGNError(f"{path}: not a readable sgn checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise SGNError(f"{path}: checkpoint format {found!r}, expected {CHECKPOINT_FORMAT!r}")
-    return state
+        raise SGNError(f"{path}: checkpoint format {shorten(found)}, expected {CHECKPOINT_FORMAT!r}")
+    check_keys(state, REQUIRED_KEYS, path, "an sgn checkpoint")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+        raise SGNError(f"{path}: model: expected a dict of named tensors (the weights)")
+    if not 1 <= len(state["classes"]) <= MAX_CLASSES:
+        raise SGNError(f"{path}: classes: {len(state['classes'])} names; expected 1 to {MAX_CLASSES}")
+    check_class_names(state["classes"], source=f"{path}: classes")
+    try:
+        config = from_dict(TrainConfig, state["config"])
+    except SGNError as err:
+        raise SGNError(f"{path}: {err}") from None
+    return state, config
+
+
+def check_keys(state: dict, kinds: dict[str, type | tuple[type, ...]], path: Path, what: str) -> None:
+    """Raise :class:`SGNError` unless ``state[key]`` exists and is of type ``kinds[key]`` for every key."""
+    for key, kind in kinds.items():
+        if key not in state:
+            raise SGNError(f"{path}: no {key!r} entry; not {what}")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            raise SGNError(f"{path}: {key!r} is {shorten(state[key])}; expected {names}")
+
+
+def load_weights(model: nn.Module, state: dict, path: Path) -> None:
+    """``model.load_state_dict(state["model"])``; weights of another layout are one
+    :class:`SGNError` naming ``path`` and the first missing, extra or reshaped tensor."""
+    weights, expected = state["model"], model.state_dict()
+    missing = [k for k in expected if k not in weights]
+    extra = [k for k in weights if k not in expected]
+    reshaped = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
+    problem = (f"{len(missing)} tensor(s) missing, e.g. {shorten(missing[0])}" if missing
+               else f"{len(extra)} unexpected tensor(s), e.g. {shorten(extra[0])}" if extra
+               else f"{shorten(reshaped[0])} has shape {list(weights[reshaped[0]].shape)}, "
+                    f"expected {list(expected[reshaped[0]].shape)}" if reshaped else None)
+    if problem:
+        raise SGNError(f"{path}: weights do not fit a {model.config.arch} model of this sgn version ({problem})")
+    model.load_state_dict(weights)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig, dict]:
@@ -72,12 +123,11 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     Returns:
         ``(model, config, state)``.
     """
-    state = read_checkpoint(path, map_location)
-    config = from_dict(TrainConfig, state["config"])
-    model = build_model(config, state["classes"])
+    path = Path(path)
+    state, config = read_checkpoint(path, map_location)
     try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-        raise SGNError(f"{path}: weights do not fit a {config.model.arch} model of this sgn version ({first})") from None
+        model = build_model(config, state["classes"])
+    except SGNError as err:
+        raise SGNError(f"{path}: {err}") from None
+    load_weights(model, state, path)
     return model.to(map_location).eval(), config, state

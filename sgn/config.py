@@ -3,13 +3,18 @@
 A run is described by one :class:`TrainConfig`. Shipped profiles live in
 ``sgn/configs/NAME.yaml`` (``smoke``, ``cpu``, ``gpu``); :func:`load_config` takes a
 profile name or a path, and :func:`apply_overrides` applies ``key=value`` strings
-such as ``model.depth=2``. An unknown key or a value of the wrong type is one
-:class:`~sgn.utils.SGNError` naming the key and what was expected.
+such as ``model.depth=2``. An unknown key, a value of the wrong type or one outside
+its allowed range (:data:`RANGES`, :data:`CHOICES`, :meth:`TrainConfig.check`) is one
+:class:`~sgn.utils.SGNError` naming the key and what was expected, raised when the
+config is built, before anything is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,9 +23,70 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from sgn.utils import SGNError, atomic_write_text, read_yaml
+from sgn.utils import SGNError, atomic_write_text, read_yaml, safe_load_bounded, shorten
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_OVERRIDE_CHARS = 4096  # a --set value (a path at most)
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: finite, ``low <= value <= high`` (``low < value`` if ``open_low``)."""
+
+    low: float
+    high: float
+    open_low: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        above = value > self.low if self.open_low else value >= self.low
+        # isinstance(int): math.isfinite overflows on huge ints, which are finite anyway
+        return (isinstance(value, int) or math.isfinite(value)) and above and value <= self.high
+
+    def __str__(self) -> str:
+        return f"{'>' if self.open_low else '>='} {self.low} and <= {self.high}"
+
+
+# The range of every number of a run: wide enough for any sensible experiment, narrow enough
+# that nothing crashes mid-run or allocates without bound. Rules that relate two keys are in
+# TrainConfig.check; the models raise their own layout rules (e.g. warped_bins % patch_freq).
+RANGES: dict[str, Range] = {
+    "data.sample_rate": Range(4000, 192000),
+    "data.segment_samples": Range(16, 2**22),
+    "data.gain_min": Range(0, 100, open_low=True),
+    "data.gain_max": Range(0, 100, open_low=True),
+    "data.val_mixtures": Range(1, 100_000),
+    "data.num_workers": Range(0, 256),
+    "model.n_fft": Range(16, 65536),
+    "model.hop": Range(1, 65536),
+    "model.warped_bins": Range(2, 4096),
+    "model.stem_channels": Range(1, 1024),
+    "model.width": Range(2, 8192),
+    "model.depth": Range(0, 64),
+    "model.heads": Range(1, 256),
+    "model.mlp_ratio": Range(0, 64, open_low=True),
+    "model.patch_freq": Range(1, 256),
+    "model.patch_time": Range(1, 256),
+    "model.encoder_levels": Range(0, 8),
+    "model.tokens_per_class": Range(1, 64),
+    "model.gumbel_tau": Range(0, 1000, open_low=True),
+    "model.unet_levels": Range(1, 12),
+    "loss.ce_weight": Range(0, 1e6),
+    "loss.bce_weight": Range(0, 1e6),
+    "optim.lr": Range(0, 10, open_low=True),
+    "optim.weight_decay": Range(0, 10),
+    "optim.batch_size": Range(1, 65536),
+    "optim.max_steps": Range(1, 10**9),
+    "optim.warmup_steps": Range(0, 10**9),
+    "optim.min_lr_ratio": Range(0, 1),
+    "optim.grad_clip": Range(0, 1e6, open_low=True),
+    "seed": Range(0, 2**63 - 1),
+    "log_every": Range(1, 10**9),
+    "eval_every": Range(1, 10**9),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("sgn", "unet"), "loss.mask": ("bce", "l1")}
+N_SOURCES = re.compile(r"([1-9][0-9]{0,2})(?:-([1-9][0-9]{0,2}))?")  # "2" or "1-4"
 
 
 @dataclass
@@ -100,6 +166,53 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise :class:`SGNError` for the first value outside :data:`RANGES`, :data:`CHOICES`
+        or a rule between two keys ("config: KEY is VALUE; expected ...")."""
+        flat = _flatten(to_dict(self))
+        problems = [(key, f"one of {list(options)}") for key, options in CHOICES.items() if flat[key] not in options]
+        problems += [(key, str(allowed)) for key, allowed in RANGES.items() if flat[key] not in allowed]
+        if not problems:
+            problems = [(key, expected) for key, ok, expected in _relations(flat) if not ok]
+        if problems:
+            key, expected = problems[0]
+            raise SGNError(f"config: {key} is {shorten(flat[key])}; expected {expected}")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _n_sources_ok(value: Any) -> bool:
+    match = N_SOURCES.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and int(match[1]) <= int(match[2] or match[1])
+
+
+def _relations(c: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """``(key, holds, expected)`` for the rules between keys (numbers already within RANGES)."""
+    n_fft, heads = c["model.n_fft"], c["model.heads"]
+    return [
+        ("model.hop", c["model.hop"] <= n_fft, f"<= model.n_fft ({n_fft})"),
+        ("data.segment_samples", c["data.segment_samples"] >= n_fft, f">= model.n_fft ({n_fft})"),
+        ("data.gain_max", c["data.gain_max"] >= c["data.gain_min"], f">= data.gain_min ({c['data.gain_min']})"),
+        # attention splits the width among the heads; the sine/cosine position code needs it even
+        ("model.width", c["model.width"] % heads == 0 and c["model.width"] % 2 == 0,
+         f"an even multiple of model.heads ({heads})"),
+        ("data.n_sources", _n_sources_ok(c["data.n_sources"]), "a count like 2 or a range like 1-4 (low <= high)"),
+        ("data.index", isinstance(c["data.index"], str) and 0 < len(c["data.index"]) <= 4096,
+         "a path of 1 to 4096 characters"),
+    ]
+
 
 def to_dict(config: Any) -> dict:
     """A plain nested dict of a config dataclass."""
@@ -127,7 +240,7 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
         # "2" for a str field written as 2 in YAML.
         if annotation is str and isinstance(value, int) and not isinstance(value, bool):
             return str(value)
-        raise SGNError(f"config: {key} expects {annotation.__name__}, got {value!r}")
+        raise SGNError(f"config: {key} expects {annotation.__name__}, got {shorten(value)}")
     if origin in (list, tuple) and isinstance(value, (list, tuple)):
         (item_type,) = typing.get_args(annotation)[:1]
         return [_check_value(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
@@ -139,18 +252,20 @@ def _check_value(key: str, value: Any, annotation: Any) -> Any:
                 return _check_value(key, value, option)
             except SGNError:
                 continue
-    raise SGNError(f"config: {key} expects {annotation}, got {value!r}")
+    raise SGNError(f"config: {key} expects {annotation}, got {shorten(value)}")
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
-        raise SGNError(f"config: {prefix.rstrip('.') or 'top level'} expects a mapping, got {data!r}")
+        raise SGNError(f"config: {prefix.rstrip('.') or 'top level'} expects a mapping, got {shorten(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise SGNError(f"config: unknown key {prefix}{unknown[0]}; known keys here: {sorted(names)}")
+    unknown = next((key for key in data if key not in names), None)
+    if unknown is not None:
+        close = difflib.get_close_matches(str(unknown), names, n=1)
+        hint = f"did you mean {prefix}{close[0]}?" if close else f"known keys here: {', '.join(sorted(names))}"
+        raise SGNError(f"config: unknown key {shorten(f'{prefix}{unknown}')}; {hint}")
     kwargs = {}
     for name, value in data.items():
         annotation = hints[name]
@@ -166,13 +281,18 @@ def available_profiles() -> list[str]:
 
 
 def load_config(name_or_path: str | Path) -> TrainConfig:
-    """Load a shipped profile by name (``smoke``, ``cpu``, ``gpu``) or a YAML file by path."""
+    """Load a shipped profile by name (``smoke``, ``cpu``, ``gpu``) or a YAML file by path;
+    an error in the file's contents names the file."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise SGNError(f"config: no profile {name_or_path!r}; shipped profiles: {available_profiles()}")
-    return from_dict(TrainConfig, read_yaml(path, "config file"))
+            raise SGNError(f"config: no profile {shorten(str(name_or_path))}; shipped profiles: {available_profiles()}")
+    data = read_yaml(path, "config file")
+    try:
+        return from_dict(TrainConfig, data)
+    except SGNError as err:
+        raise SGNError(f"{path}: {err}") from None
 
 
 def apply_overrides(config: TrainConfig, overrides: Sequence[str] | Mapping[str, Any]) -> TrainConfig:
@@ -181,27 +301,32 @@ def apply_overrides(config: TrainConfig, overrides: Sequence[str] | Mapping[str,
     if isinstance(overrides, Mapping):
         pairs = list(overrides.items())
     else:
-        pairs = []
-        for item in overrides:
-            key, sep, text = item.partition("=")
-            if not sep or not key:
-                raise SGNError(f"--set {item!r}: expected key=value, e.g. optim.lr=3e-4")
-            try:
-                pairs.append((key, yaml.safe_load(text)))
-            except yaml.YAMLError:
-                pairs.append((key, text))
+        pairs = [_parse_override(item) for item in overrides]
     data = to_dict(config)
     for key, value in pairs:
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = str(key).strip().split(".")
         node = data
         for i, part in enumerate(parents):
             if not isinstance(node.get(part), dict):
-                raise SGNError(f"config: unknown key {'.'.join(parents[: i + 1])}")
+                raise SGNError(f"config: unknown key {shorten('.'.join(parents[: i + 1]))}")
             node = node[part]
         if leaf not in node or isinstance(node[leaf], dict):
-            raise SGNError(f"config: unknown key {key}")
+            raise SGNError(f"config: unknown key {shorten(key)}")
         node[leaf] = value
     return from_dict(TrainConfig, data)
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value read as YAML)``; a value that is not valid YAML stays text."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SGNError(f"--set {shorten(item)}: expected key=value, e.g. optim.lr=3e-4")
+    if len(text) > MAX_OVERRIDE_CHARS:
+        raise SGNError(f"--set {shorten(key)}: the value has {len(text)} characters; expected at most {MAX_OVERRIDE_CHARS}")
+    try:
+        return key, safe_load_bounded(text, f"--set {shorten(key)}")
+    except yaml.YAMLError:
+        return key, text
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

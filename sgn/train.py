@@ -6,6 +6,8 @@ Outputs in the run folder, each written atomically (temp file + rename):
 ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per logged step),
 ``last.pt`` (resumable: weights, optimizer, step, RNG) and ``best.pt`` (the weights
 with the best validation SDR).
+A folder with ``last.pt`` is refused unless resumed with the same config; one with
+only a ``config.yaml`` (a run that failed before its first checkpoint) is started over.
 
 Determinism: training item ``k`` is a pure function of ``(seed, k)`` (see
 :class:`sgn.data.MixtureDataset`) and step ``s`` uses items ``s*B .. s*B+B-1``; the
@@ -52,14 +54,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from sgn.audio import STFTSpec
-from sgn.checkpoint import build_model, read_checkpoint, save_checkpoint
+from sgn.checkpoint import RESUME_KEYS, build_model, check_keys, load_weights, read_checkpoint, save_checkpoint
 from sgn.config import LossConfig, TrainConfig, load_config, save_config, to_dict
-from sgn.data import FixedMixtureDataset, MixtureDataset, check_sample_rate, index_classes, make_mixture_list, read_index
+from sgn.data import (FixedMixtureDataset, MixtureDataset, SourceSpec, _draw_classes, check_sample_rate, index_classes,
+                      make_mixture_list, read_index)
 from sgn.evaluate import score_padded_batch
 from sgn.interface import SeparatorOutput, TokenLayout
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch
 from sgn.separate import estimate_sources, resolve_device
-from sgn.utils import SGNError, atomic_write_text
+from sgn.utils import SGNError, atomic_write_text, check_output, shorten
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +164,69 @@ class _StepBatches(torch.utils.data.Sampler):
         self.local = batch_size // world_size
         self.offset = rank * self.local
 
+    def items(self, step: int) -> list[int]:
+        """This rank's item numbers of ``step``."""
+        first = step * self.batch_size + self.offset
+        return list(range(first, first + self.local))
+
     def __iter__(self):
         for step in range(self.start, self.stop):
-            first = step * self.batch_size + self.offset
-            yield list(range(first, first + self.local))
+            yield self.items(step)
 
     def __len__(self) -> int:
         return self.stop - self.start
+
+
+def _one_thread_per_worker(worker_id: int) -> None:
+    # every DataLoader worker would otherwise start one torch thread per core and
+    # num_workers processes would oversubscribe the cores the training step needs
+    torch.set_num_threads(1)
+
+
+def _item_sources(dataset: MixtureDataset, item: int) -> list[SourceSpec]:
+    """The sources of training item ``item``, drawn as ``MixtureDataset.__getitem__`` draws them."""
+    rng = np.random.default_rng([dataset.seed, int(item)])
+    class_ids = _draw_classes(rng, len(dataset.pool.classes), dataset.n_range)
+    return dataset.pool.draw(rng, class_ids, dataset.segment_samples, dataset.gain_range)
+
+
+def _divergence_error(step: int, loss: torch.Tensor, batch: dict, dataset: MixtureDataset, items: list[int]) -> SGNError:
+    """Why the loss of ``step`` is not finite: clips whose samples are not (NaN, inf, or so
+    large that their spectrogram overflows), else a learning rate too high."""
+    bad_source = ~(torch.isfinite(batch["sources"]).all(-1) & torch.isfinite(batch["source_mags"]).flatten(2).all(-1))
+    paths = sorted({_item_sources(dataset, items[i])[slot].path for i, slot in bad_source.nonzero().tolist()})
+    if not paths:
+        return SGNError(f"training diverged at step {step} (loss {loss.item()}); lower optim.lr")
+    return SGNError(f"step {step}: {len(paths)} training clip(s) hold NaN, infinite or huge samples, e.g. {paths[0]}; "
+                    "expected finite audio: fix or remove them from the index")
+
+
+def _restore(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
+             optimizer: torch.optim.Optimizer, device_t: torch.device) -> tuple[int, float]:
+    """Load a run's ``last.pt`` into ``model``, ``optimizer`` and the RNGs; return ``(step, best_val_sdr)``.
+
+    Refused in one line: a weights-only checkpoint (``best.pt``), another run's
+    checkpoint (architecture, config or classes differ) and state that does not fit.
+    """
+    state, stored = read_checkpoint(path, map_location=device_t)
+    check_keys(state, RESUME_KEYS, path, "a resumable checkpoint (a best.pt holds weights only, no optimizer state)")
+    if stored.model.arch != config.model.arch:
+        raise SGNError(f"{path}: weights are for arch {stored.model.arch}, this run's config says {config.model.arch}")
+    if to_dict(stored) != to_dict(config):
+        raise SGNError(f"{path}: written by a run with another config; expected the one in this folder's config.yaml")
+    if state["classes"] != classes:
+        raise SGNError(f"{path}: classes {shorten(state['classes'])}; expected the data set's {shorten(classes)}")
+    if not 0 <= state["step"] <= config.optim.max_steps:
+        raise SGNError(f"{path}: step {state['step']}; expected 0 to optim.max_steps ({config.optim.max_steps})")
+    load_weights(model, state, path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if "cuda_rng" in state and device_t.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device_t)
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
+        raise SGNError(f"{path}: optimizer or RNG state does not fit this run ({type(err).__name__})") from None
+    return state["step"], float(state["best_val_sdr"])
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -222,13 +281,18 @@ def train(
 
     Args:
         config: the run's configuration.
-        out_dir: the run folder (created).
+        out_dir: the run folder (created; refused before any work if it is a file or
+            lies under one).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (under torchrun: the GPU of the local rank).
         resume: continue from ``out_dir/last.pt``; the config must equal the stored one.
         progress: show a progress bar.
         stop_after: stop (as if killed) after this many steps of this call; for tests
             of resuming and for budgeted runs.
     """
+    config.check()  # again: a config's fields may have been changed since it was built
+    check_output(out_dir, kind="dir", flag="--out")
+    if stop_after is not None and stop_after < 1:
+        raise SGNError(f"stop_after is {stop_after}; expected a positive number of steps")
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if config.optim.batch_size % world_size:
         raise SGNError(f"config: optim.batch_size {config.optim.batch_size} is the global batch; "
@@ -248,14 +312,15 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
     last_path, best_path, config_path, metrics_path = (
         out_dir / "last.pt", out_dir / "best.pt", out_dir / "config.yaml", out_dir / "metrics.csv"
     )
-    if config_path.exists():
-        stored = load_config(config_path)
+    # A config.yaml without last.pt is a run that failed before its first checkpoint:
+    # nothing to resume or to lose, so it is started over, with whatever config.
+    if last_path.exists():
+        if not config_path.exists():
+            raise SGNError(f"{out_dir}: last.pt without config.yaml; not an sgn run folder")
         if not resume:
             raise SGNError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        if to_dict(stored) != to_dict(config):
+        if to_dict(load_config(config_path)) != to_dict(config):
             raise SGNError(f"{out_dir}: holds a run with a different config; resume it with the same config or use another --out")
-    elif resume and last_path.exists():
-        raise SGNError(f"{out_dir}: last.pt without config.yaml; not an sgn run folder")
     if ddp:
         dist.barrier()  # every rank has checked the folder before rank 0 writes to it
 
@@ -282,13 +347,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
                                   weight_decay=config.optim.weight_decay, fused=fused)
     step, best_sdr = 0, -math.inf
     if resume and last_path.exists():
-        state = read_checkpoint(last_path, map_location=device_t)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best_sdr = int(state["step"]), float(state["best_val_sdr"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if "cuda_rng" in state and device_t.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device_t)
+        step, best_sdr = _restore(last_path, config, classes, model, optimizer, device_t)
         if master:
             log.info("resuming %s at step %d", out_dir, step)
     if ddp:
@@ -311,9 +370,10 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
 
     max_steps = config.optim.max_steps
     stop = max_steps if stop_after is None else min(max_steps, step + stop_after)
+    batches = _StepBatches(step, stop, config.optim.batch_size, rank, world_size)
     loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=_StepBatches(step, stop, config.optim.batch_size, rank, world_size),
-        num_workers=config.data.num_workers, pin_memory=device_t.type == "cuda",
+        train_set, batch_sampler=batches, num_workers=config.data.num_workers, pin_memory=device_t.type == "cuda",
+        worker_init_fn=_one_thread_per_worker,
         # its own generator: creating the iterator must not draw from the global RNG,
         # or a resumed run's Gumbel noise would shift
         generator=torch.Generator(),
@@ -348,7 +408,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
         losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
         loss = losses["mask_loss"] + config.loss.ce_weight * losses["ce_loss"] + config.loss.bce_weight * losses["bce_loss"]
         if not torch.isfinite(loss):
-            raise SGNError(f"training diverged at step {step} (loss {loss.item()}); lower optim.lr")
+            raise _divergence_error(step, loss, batch, train_set, batches.items(step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)

@@ -189,8 +189,64 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+# Bounds on any YAML the package reads (configs, grids, profiles, --set values): a few
+# hundred bytes of aliases ("billion laughs") expand to 10**9 values once traversed.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000  # counted with every alias expanded
+MAX_YAML_DEPTH = 32
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's is several times faster
+
+
+def _too_deep(source: str) -> SGNError:
+    return SGNError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep; expected a shallower file")
+
+
+def _count_yaml_values(root: yaml.Node, source: str) -> None:
+    """Refuse a composed YAML document that expands to too many values, nests too deeply or
+    refers to itself; each node is counted once (memoised), so this is linear in the file."""
+    expanded: dict[int, int | None] = {}  # id(node) -> values under it; None while counting it
+
+    def count(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise _too_deep(source)
+        if id(node) in expanded:
+            if expanded[id(node)] is None:
+                raise SGNError(f"{source}: a YAML alias refers to the value that contains it; expected no cycles")
+            return expanded[id(node)]
+        expanded[id(node)] = None
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        total = 1 + sum(count(child, depth + 1) for child in children)
+        if total > MAX_YAML_VALUES:
+            raise SGNError(f"{source}: YAML aliases make it expand to more than {MAX_YAML_VALUES} values; "
+                           "expected a plain file")
+        expanded[id(node)] = total
+        return total
+
+    count(root, 0)
+
+
+def safe_load_bounded(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``, refusing alias bombs, deep nesting and self-reference
+    with an :class:`SGNError` naming ``source``; invalid YAML raises ``yaml.YAMLError``."""
+    loader = YAML_LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_yaml_values(node, source)
+        return loader.construct_document(node)
+    except RecursionError:  # the pure-Python composer recurses once per nesting level
+        raise _too_deep(source) from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike, what: str) -> Any:
-    """Parse a YAML file (empty file: ``{}``); one clear :class:`SGNError` if it is missing or invalid.
+    """Parse a YAML file (empty file: ``{}``); one clear :class:`SGNError` if it is missing,
+    too large, not UTF-8 text, invalid, or an alias bomb (see :func:`safe_load_bounded`).
 
     Args:
         path: the file.
@@ -200,9 +256,24 @@ def read_yaml(path: str | os.PathLike, what: str) -> Any:
     if not path.is_file():
         raise SGNError(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)  # bounded even where the size on disk is not known
+        if len(raw) > MAX_YAML_BYTES:
+            raise SGNError(f"{path}: {what} is over {MAX_YAML_BYTES} bytes; expected at most {MAX_YAML_BYTES}")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SGNError(f"{path}: {what} is not UTF-8 text") from None
+    except OSError as err:
+        raise SGNError(f"{path}: cannot read {what} ({err.strerror})") from None
+    try:
+        data = safe_load_bounded(text, str(path))
     except yaml.YAMLError as err:
-        raise SGNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        # str(err) starts with the context ("while parsing ..."); the problem says what is
+        # wrong, cut as it may quote the file
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise SGNError(f"{path}: not valid YAML ({problem[:200]}{where})") from None
     return {} if data is None else data
 
 
