@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from sgn import __version__
-from sgn.audio import STFTSpec, audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
+from sgn.audio import audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
 from sgn.checkpoint import load_model
 from sgn.interface import MaskSeparator
 from sgn.utils import SGNError, atomic_write_text, check_output, child_path, remove_stale_staging, shorten

@@ -5,7 +5,6 @@ random and on music-like signals, and both are checked against signals whose sco
 known analytically.
 """
 
-import warnings
 
 import numpy as np
 import pandas as pd

@@ -4,7 +4,6 @@ import torch
 from sgn.checkpoint import build_model, load_model, save_checkpoint
 from sgn.config import apply_overrides, load_config
 from sgn.interface import TokenLayout
-from sgn.model import SGN
 from sgn.utils import SGNError
 
 CLASSES = ["a", "b", "c", "d", "e"]
