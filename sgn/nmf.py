@@ -89,7 +89,7 @@ from tqdm.auto import tqdm
 
 from sgn.audio import STFTSpec, load_audio
 from sgn.data import check_sample_rate
-from sgn.utils import SGNError, atomic_path
+from sgn.utils import SGNError, atomic_path, check_class_names, shorten
 
 FORMAT = "sgn-nmf/1"
 # Added to every denominator of the updates. Spectrograms are divided by their mean
@@ -287,10 +287,8 @@ class NMFSeparator:
             )
         if not torch.isfinite(dictionaries).all() or (dictionaries < 0).any():
             raise SGNError("NMF dictionaries: atoms must be finite and non-negative")
-        if len(set(classes)) != len(classes):
-            raise SGNError(f"NMF classes: duplicate names in {list(classes)}")
         self.dictionaries = dictionaries  # [C, F, R]
-        self.classes = list(classes)
+        self.classes = check_class_names(classes, "NMF classes")
         self.stft = stft
         self.config = config
 
@@ -449,6 +447,8 @@ class NMFSeparator:
         try:
             config = NMFConfig(**state["config"])
             stft = STFTSpec(**state["stft"])
-            return cls(state["dictionaries"], list(state["classes"]), stft, config)
+            return cls(state["dictionaries"], state["classes"], stft, config)
         except (KeyError, TypeError) as err:
-            raise SGNError(f"{path}: incomplete {FORMAT} file ({err})") from None
+            raise SGNError(f"{path}: incomplete {FORMAT} file ({shorten(str(err))})") from None
+        except SGNError as err:
+            raise SGNError(f"{path}: {err}") from None

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import os
 import re
+import reprlib
 import shutil
 import subprocess
 import tempfile
@@ -31,8 +32,13 @@ class SGNError(Exception):
 
 def shorten(value: Any, limit: int = 100) -> str:
     """``repr(value)`` cut to about ``limit`` characters: an error message never echoes a huge input."""
-    text = repr(value) if not isinstance(value, str) else repr(value[: limit + 1])
+    text = _SHORT_REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# reprlib stops early: the repr of a huge value is never built whole.
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 110
 
 
 # Class names become file names (``sgn separate`` writes ``OUT/<class>.wav``) and CSV cells:
@@ -58,9 +64,11 @@ def check_class_names(names: Any, source: str) -> list[str]:
                 f"{source}: class name {shorten(name)} is not allowed "
                 "(1-64 of A-Z a-z 0-9 _ - + and inner dots, no '..')"
             )
-    duplicate = next((n for i, n in enumerate(names) if n in names[:i]), None)
-    if duplicate is not None:
-        raise SGNError(f"{source}: class {duplicate!r} is listed twice")
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise SGNError(f"{source}: class {name!r} is listed twice")
+        seen.add(name)
     return names
 
 

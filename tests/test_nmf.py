@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -213,3 +214,13 @@ def test_constructor_and_config_validation(separator):
         NMFConfig(n_components=0)
     with pytest.raises(SGNError, match="beta"):
         NMFConfig(beta=float("nan"))
+
+
+@pytest.mark.parametrize("classes", [["../escape", "b"], ["/abs", "b"], ["a", "a"], "ab"])
+def test_model_file_with_hostile_class_names_is_refused(separator, tmp_path, classes):
+    path = separator.save(tmp_path / "nmf.pt")
+    state = torch.load(path, weights_only=True)
+    state["classes"] = classes if isinstance(classes, str) else classes + separator.classes[len(classes):]
+    torch.save(state, path)
+    with pytest.raises(SGNError, match=f"^{re.escape(str(path))}: NMF classes"):
+        NMFSeparator.load(path)
