@@ -279,6 +279,7 @@ class NMFSeparator:
     """
 
     def __init__(self, dictionaries: torch.Tensor, classes: list[str], stft: STFTSpec, config: NMFConfig):
+        classes = check_class_names(classes, "NMF classes")
         dictionaries = torch.as_tensor(dictionaries).detach().to("cpu", torch.float32)
         expected = (len(classes), stft.n_bins, config.n_components)
         if tuple(dictionaries.shape) != expected:
@@ -288,7 +289,7 @@ class NMFSeparator:
         if not torch.isfinite(dictionaries).all() or (dictionaries < 0).any():
             raise SGNError("NMF dictionaries: atoms must be finite and non-negative")
         self.dictionaries = dictionaries  # [C, F, R]
-        self.classes = check_class_names(classes, "NMF classes")
+        self.classes = classes
         self.stft = stft
         self.config = config
 
