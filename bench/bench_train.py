@@ -29,7 +29,7 @@ from sgn.checkpoint import build_model  # noqa: E402
 from sgn.config import apply_overrides, load_config  # noqa: E402
 from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
 from sgn.separate import resolve_device  # noqa: E402
-from sgn.train import separation_loss  # noqa: E402
+from sgn.loss import separation_loss, total_loss  # noqa: E402
 
 
 def time_steps(config, index, device, steps: int) -> tuple[float, float]:
@@ -51,7 +51,7 @@ def time_steps(config, index, device, steps: int) -> tuple[float, float]:
         with autocast():
             out = model(batch["mix_mag"])
         losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
-        loss = losses["mask_loss"] + config.loss.ce_weight * losses["ce_loss"] + config.loss.bce_weight * losses["bce_loss"]
+        loss = total_loss(losses, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.utils._pytree
 from torch import nn
 
 from sgn.audio import LogFrequencyWarp, STFTSpec
@@ -35,6 +36,11 @@ class SeparatorOutput:
     token_logits: torch.Tensor | None = None  # [B, S, S_targets], the token-classification head
     assignment: torch.Tensor | None = None  # [B, S, Pf, Pt], soft assignment of patches to tokens
     class_rep: torch.Tensor | None = None  # [B, C, D], per-class representations
+
+
+# DistributedDataParallel finds the output tensors it must hook (static_graph's gradient
+# sync) through torch's pytree, which sees inside registered dataclasses only.
+torch.utils._pytree.register_dataclass(SeparatorOutput)
 
 
 @dataclass(frozen=True)

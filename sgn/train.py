@@ -43,26 +43,29 @@ import math
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from sgn.audio import STFTSpec
 from sgn.checkpoint import RESUME_KEYS, build_model, check_keys, load_weights, read_checkpoint, save_checkpoint
-from sgn.config import LossConfig, TrainConfig, load_config, save_config, to_dict
+from sgn.config import TrainConfig, to_dict
 from sgn.data import (FixedMixtureDataset, MixtureDataset, SourceSpec, _draw_classes, check_sample_rate, index_classes,
                       make_mixture_list, read_index)
 from sgn.evaluate import score_padded_batch
-from sgn.interface import SeparatorOutput, TokenLayout
+from sgn.interface import MaskSeparator
+from sgn.loss import separation_loss, total_loss
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch
 from sgn.separate import estimate_sources, resolve_device
-from sgn.utils import SGNError, atomic_write_text, check_output, shorten
+from sgn.runs import open_run
+from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
 
 log = logging.getLogger(__name__)
 
@@ -81,51 +84,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     progress = (step - opt.warmup_steps) / max(1, opt.max_steps - opt.warmup_steps)
     floor = opt.lr * opt.min_lr_ratio
     return floor + (opt.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, config: LossConfig,
-                    ) -> dict[str, torch.Tensor]:
-    """Mask loss on the masks' axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
-
-    ``batch`` holds ``class_ids [B, Nmax]`` and the magnitudes ``mix_mag [B, Fw, T]`` and
-    ``source_mags [B, Nmax, Fw, T]`` on the masks' frequency axis (``model.loss_batch``).
-
-    * ``bce``: target ``1[|S_n| > 0.5 |X|]``, BCE weighted by ``clamp(log1p|X|, 1e-3, 10)``.
-    * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
-    * CE: each grouped token of a class present in the mixture classifies as its own token target.
-    * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture.
-    """
-    ids = batch["class_ids"]  # [B, Nmax]
-    valid = (ids >= 0).float()  # [B, Nmax]
-    mix, sources = batch["mix_mag"], batch["source_mags"]  # [B, Fw, T], [B, Nmax, Fw, T]
-    logits = out.mask_logits.float()  # [B, C, Fw, T]
-    logits = logits.gather(1, ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *logits.shape[-2:]))  # [B, Nmax, Fw, T]
-    weight = torch.log1p(mix).clamp(1e-3, 10.0)[:, None]  # [B, 1, Fw, T]
-    if config.mask == "bce":
-        target = (sources > 0.5 * mix[:, None]).float()
-        per_bin = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    elif config.mask == "l1":
-        target = (sources / mix[:, None].clamp_min(1e-8)).clamp(0.0, 1.0)
-        per_bin = (torch.sigmoid(logits) - target).abs()
-    else:
-        raise SGNError(f"config: loss.mask is {config.mask!r}; expected 'bce' or 'l1'")
-    per_source = (per_bin * weight).mean(dim=(-2, -1))  # [B, Nmax]
-    losses = {"mask_loss": (per_source * valid).sum() / valid.sum()}
-
-    zero = logits.new_zeros(())
-    present = layout.present(ids)  # [B, C]
-    losses["bce_loss"] = (
-        F.binary_cross_entropy_with_logits(out.presence_logits.float(), present)
-        if out.presence_logits is not None else zero
-    )
-    if out.token_logits is not None:
-        token_present = layout.present_tokens(present)  # [B, S]
-        targets = layout.token_targets.expand_as(token_present)  # [B, S]
-        ce = F.cross_entropy(out.token_logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        losses["ce_loss"] = (ce * token_present.flatten()).sum() / token_present.sum().clamp_min(1)
-    else:
-        losses["ce_loss"] = zero
-    return losses
 
 
 def _batch_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, np.ndarray]:
@@ -190,43 +148,106 @@ def _item_sources(dataset: MixtureDataset, item: int) -> list[SourceSpec]:
     return dataset.pool.draw(rng, class_ids, dataset.segment_samples, dataset.gain_range)
 
 
-def _divergence_error(step: int, loss: torch.Tensor, batch: dict, dataset: MixtureDataset, items: list[int]) -> SGNError:
-    """Why the loss of ``step`` is not finite: clips whose samples are not (NaN, inf, or so
-    large that their spectrogram overflows), else a learning rate too high."""
+def _divergence_error(err: SGNError, batch: dict, dataset: MixtureDataset, items: list[int]) -> SGNError:
+    """Why a step's loss is not finite: clips whose samples are not (NaN, inf, or so large
+    that their spectrogram overflows), else ``err`` (a learning rate too high)."""
     bad_source = ~(torch.isfinite(batch["sources"]).all(-1) & torch.isfinite(batch["source_mags"]).flatten(2).all(-1))
     paths = sorted({_item_sources(dataset, items[i])[slot].path for i, slot in bad_source.nonzero().tolist()})
     if not paths:
-        return SGNError(f"training diverged at step {step} (loss {loss.item()}); lower optim.lr")
-    return SGNError(f"step {step}: {len(paths)} training clip(s) hold NaN, infinite or huge samples, e.g. {paths[0]}; "
+        return err
+    return SGNError(f"{len(paths)} training clip(s) hold NaN, infinite or huge samples, e.g. {paths[0]}; "
                     "expected finite audio: fix or remove them from the index")
 
 
-def _restore(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
-             optimizer: torch.optim.Optimizer, device_t: torch.device) -> tuple[int, float]:
-    """Load a run's ``last.pt`` into ``model``, ``optimizer`` and the RNGs; return ``(step, best_val_sdr)``.
+@dataclass
+class TrainState:
+    """What a run carries from step to step; ``last.pt`` stores it."""
+
+    model: MaskSeparator
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    best_sdr: float = -math.inf
+
+
+def build_state(config: TrainConfig, classes: list[str], device_t: torch.device, ddp: bool) -> TrainState:
+    """A fresh model (the same initial weights on every rank: the caller seeds) and its AdamW."""
+    model = build_model(config, classes).to(device_t)
+    if ddp and device_t.type == "cuda":
+        # BatchNorm statistics over the global batch, as in one process (not possible on CPU)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
+                                  weight_decay=config.optim.weight_decay, fused=device_t.type == "cuda")
+    return TrainState(model, optimizer)
+
+
+def save_state(state: TrainState, path: Path, config: TrainConfig, provenance: dict, *, resumable: bool) -> None:
+    """Write ``state`` as a checkpoint; ``resumable`` adds the optimizer and RNG states (``last.pt``)."""
+    extra = {"step": state.step, "best_val_sdr": state.best_sdr, **provenance}
+    if resumable:
+        extra.update(optimizer=state.optimizer.state_dict(), torch_rng=torch.get_rng_state())
+        device_t = next(state.model.parameters()).device
+        if device_t.type == "cuda":
+            extra["cuda_rng"] = torch.cuda.get_rng_state(device_t)
+    save_checkpoint(path, state.model, config, **extra)
+
+
+def restore(state: TrainState, path: Path, config: TrainConfig, classes: list[str]) -> None:
+    """Load a run's ``last.pt`` into ``state`` (weights, optimizer, step, RNGs).
 
     Refused in one line: a weights-only checkpoint (``best.pt``), another run's
     checkpoint (architecture, config or classes differ) and state that does not fit.
     """
-    state, stored = read_checkpoint(path, map_location=device_t)
-    check_keys(state, RESUME_KEYS, path, "a resumable checkpoint (a best.pt holds weights only, no optimizer state)")
+    device_t = next(state.model.parameters()).device
+    stored_state, stored = read_checkpoint(path, map_location=device_t)
+    check_keys(stored_state, RESUME_KEYS, path, "a resumable checkpoint (a best.pt holds weights only, no optimizer state)")
     if stored.model.arch != config.model.arch:
         raise SGNError(f"{path}: weights are for arch {stored.model.arch}, this run's config says {config.model.arch}")
     if to_dict(stored) != to_dict(config):
         raise SGNError(f"{path}: written by a run with another config; expected the one in this folder's config.yaml")
-    if state["classes"] != classes:
-        raise SGNError(f"{path}: classes {shorten(state['classes'])}; expected the data set's {shorten(classes)}")
-    if not 0 <= state["step"] <= config.optim.max_steps:
-        raise SGNError(f"{path}: step {state['step']}; expected 0 to optim.max_steps ({config.optim.max_steps})")
-    load_weights(model, state, path)
+    if stored_state["classes"] != classes:
+        raise SGNError(f"{path}: classes {shorten(stored_state['classes'])}; expected the data set's {shorten(classes)}")
+    if not 0 <= stored_state["step"] <= config.optim.max_steps:
+        raise SGNError(f"{path}: step {stored_state['step']}; expected 0 to optim.max_steps ({config.optim.max_steps})")
+    load_weights(state.model, stored_state, path)
     try:
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if "cuda_rng" in state and device_t.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device_t)
+        state.optimizer.load_state_dict(stored_state["optimizer"])
+        torch.set_rng_state(stored_state["torch_rng"].cpu())
+        if "cuda_rng" in stored_state and device_t.type == "cuda":
+            torch.cuda.set_rng_state(stored_state["cuda_rng"].cpu(), device_t)
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
         raise SGNError(f"{path}: optimizer or RNG state does not fit this run ({type(err).__name__})") from None
-    return state["step"], float(state["best_val_sdr"])
+    state.step, state.best_sdr = stored_state["step"], float(stored_state["best_val_sdr"])
+
+
+class Diverged(SGNError):
+    """The loss of a step is not finite."""
+
+
+def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainConfig,
+               autocast: Callable) -> tuple[dict[str, torch.Tensor], float]:
+    """One optimisation step on ``batch`` (on the model's device).
+
+    Returns:
+        ``(losses, grad_norm)``: ``losses`` holds ``loss`` (the optimised total) and each term.
+
+    Raises:
+        Diverged: a non-finite loss, before the weights change.
+    """
+    lr = learning_rate(state.step, config)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    with autocast():
+        out = forward(batch["mix_mag"])
+    terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss)
+    loss = total_loss(terms, config.loss)
+    if not torch.isfinite(loss):
+        raise Diverged(f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr")
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.optim.grad_clip)
+    state.optimizer.step()
+    state.step += 1
+    return {"loss": loss, **terms}, float(grad_norm)
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -271,6 +292,7 @@ def train(
     *,
     device: str = "auto",
     resume: bool = False,
+    stale: str = "refuse",
     progress: bool = True,
     stop_after: int | None = None,
 ) -> list[dict]:
@@ -285,6 +307,8 @@ def train(
             lies under one).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (under torchrun: the GPU of the local rank).
         resume: continue from ``out_dir/last.pt``; the config must equal the stored one.
+        stale: a run of this config made by other code or data (see :mod:`sgn.runs`):
+            ``"refuse"`` it in one line, or ``"retrain"`` it from step 0 (the notebooks' choice).
         progress: show a progress bar.
         stop_after: stop (as if killed) after this many steps of this call; for tests
             of resuming and for budgeted runs.
@@ -300,158 +324,159 @@ def train(
     rank, world_size, device_t = _init_distributed(device)
     try:
         return _train(config, Path(out_dir), device_t, rank, world_size,
-                      resume=resume, progress=progress, stop_after=stop_after)
+                      resume=resume, stale=stale, progress=progress, stop_after=stop_after)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
-           resume: bool, progress: bool, stop_after: int | None) -> list[dict]:
-    master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
-    last_path, best_path, config_path, metrics_path = (
-        out_dir / "last.pt", out_dir / "best.pt", out_dir / "config.yaml", out_dir / "metrics.csv"
-    )
-    # A config.yaml without last.pt is a run that failed before its first checkpoint:
-    # nothing to resume or to lose, so it is started over, with whatever config.
-    if last_path.exists():
-        if not config_path.exists():
-            raise SGNError(f"{out_dir}: last.pt without config.yaml; not an sgn run folder")
-        if not resume:
-            raise SGNError(f"{out_dir}: already holds a run; pass --resume to continue it or choose another --out")
-        if to_dict(load_config(config_path)) != to_dict(config):
-            raise SGNError(f"{out_dir}: holds a run with a different config; resume it with the same config or use another --out")
-    if ddp:
-        dist.barrier()  # every rank has checked the folder before rank 0 writes to it
+@dataclass
+class TrainingData:
+    """The training items, the validation loader and the data set's classes."""
 
-    torch.manual_seed(config.seed)
+    train_set: MixtureDataset
+    val_loader: torch.utils.data.DataLoader
+    classes: list[str]
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
     index = read_index(config.data.index)
     check_sample_rate(index, config.data.sample_rate)
     classes = index_classes(index)
     stft = STFTSpec(config.model.n_fft, config.model.hop)
-    gain_range = (config.data.gain_min, config.data.gain_max)
     train_set = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
                                segment_samples=config.data.segment_samples, stft=stft,
-                               gain_range=gain_range, seed=config.seed)
+                               gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed)
     val_list = make_mixture_list(index, "val", n_sources=config.data.n_sources, count=config.data.val_mixtures,
                                  seed=VAL_LIST_SEED, segment_samples=config.data.segment_samples, classes=classes)
     val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft),
                                              batch_size=config.optim.batch_size)
+    return TrainingData(train_set, val_loader, classes)
 
-    model = build_model(config, classes).to(device_t)  # the same initial weights on every rank
-    if ddp and device_t.type == "cuda":
-        # BatchNorm statistics over the global batch, as in one process (not possible on CPU)
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    fused = device_t.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr,
-                                  weight_decay=config.optim.weight_decay, fused=fused)
-    step, best_sdr = 0, -math.inf
-    if resume and last_path.exists():
-        step, best_sdr = _restore(last_path, config, classes, model, optimizer, device_t)
-        if master:
-            log.info("resuming %s at step %d", out_dir, step)
-    if ddp:
-        # each rank its own Gumbel noise (the only randomness in a training step)
-        torch.manual_seed(int(np.random.SeedSequence([config.seed, rank, step]).generate_state(1)[0]))
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, config_path)
-    rows = _read_metrics(metrics_path, step) if master else []
+
+def _step_loader(data: TrainingData, start: int, stop: int, config: TrainConfig, rank: int, world_size: int,
+                 device_t: torch.device) -> tuple[_StepBatches, torch.utils.data.DataLoader]:
+    batches = _StepBatches(start, stop, config.optim.batch_size, rank, world_size)
+    loader = torch.utils.data.DataLoader(
+        data.train_set, batch_sampler=batches, num_workers=config.data.num_workers,
+        pin_memory=device_t.type == "cuda", worker_init_fn=_one_thread_per_worker,
+        # its own generator: creating the iterator must not draw from the global RNG,
+        # or a resumed run's Gumbel noise would shift
+        generator=torch.Generator(),
+    )
+    return batches, loader
+
+
+def _compiled(model: nn.Module, config: TrainConfig, ddp: bool, device_t: torch.device) -> Callable:
+    """The callable the loop runs forward passes through: compiled and/or DDP-wrapped as configured."""
     forward = torch.compile(model) if config.compile else model
     if ddp:
         # static_graph: the same parameters take part in every step, though not all of
         # them (model.class_tokens=false leaves the token head unused)
         forward = DistributedDataParallel(forward, device_ids=[device_t.index] if device_t.type == "cuda" else None,
                                           static_graph=True)
-    use_bf16 = config.bf16 and device_t.type == "cuda"
+    return forward
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
+def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
+    """Each rank's losses are means over its B/W items; DDP averages the gradients and we
+    average the losses, which gives the global-batch mean when every rank has as many valid
+    sources (fixed data.n_sources; a range like "1-4" weighs the items slightly differently)."""
+    logged = torch.stack(list(losses.values())).detach()
+    if world_size > 1:
+        dist.all_reduce(logged)  # sum (gloo has no average)
+        logged /= world_size
+    return dict(zip(losses, logged.tolist()))
+
+
+def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
+           resume: bool, stale: str, progress: bool, stop_after: int | None) -> list[dict]:
+    master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
+    run = open_run(out_dir, config, resume=resume, stale=stale, write=master)
+    if ddp:
+        dist.barrier()  # every rank has checked the folder before rank 0 writes to it
+    torch.manual_seed(config.seed)
+    data = load_training_data(config)
+    state = build_state(config, data.classes, device_t, ddp)
+    if resume and run.resumable:
+        restore(state, run.last, config, data.classes)
+        log.info("resuming %s at step %d", out_dir, state.step) if master else None
+    if ddp:  # each rank its own Gumbel noise (the only randomness in a training step)
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, rank, state.step]).generate_state(1)[0]))
+    rows = _read_metrics(run.metrics, state.step) if master else []
+    provenance = {"fingerprint": run.fingerprint, "commit": git_commit() or ""}
+    forward, autocast = _compiled(state.model, config, ddp, device_t), _autocast(config, device_t)
     max_steps = config.optim.max_steps
-    stop = max_steps if stop_after is None else min(max_steps, step + stop_after)
-    batches = _StepBatches(step, stop, config.optim.batch_size, rank, world_size)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=batches, num_workers=config.data.num_workers, pin_memory=device_t.type == "cuda",
-        worker_init_fn=_one_thread_per_worker,
-        # its own generator: creating the iterator must not draw from the global RNG,
-        # or a resumed run's Gumbel noise would shift
-        generator=torch.Generator(),
-    )
-    seconds_per_batch = config.optim.batch_size * config.data.segment_samples / config.data.sample_rate
-    n_params = sum(p.numel() for p in model.parameters())
+    stop = max_steps if stop_after is None else min(max_steps, state.step + stop_after)
+    batches, loader = _step_loader(data, state.step, stop, config, rank, world_size, device_t)
     if master:
-        log.info("training %s (%.2fM parameters) on %s%s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
-                 config.model.arch, n_params / 1e6, device_t, f" x {world_size} processes" if ddp else "",
-                 step, stop, max_steps, seconds_per_batch, out_dir)
-
-    def checkpoint(path: Path, with_state: bool) -> None:
-        extra = {"step": step, "best_val_sdr": best_sdr}
-        if with_state:
-            extra.update(optimizer=optimizer.state_dict(), torch_rng=torch.get_rng_state())
-            if device_t.type == "cuda":
-                extra["cuda_rng"] = torch.cuda.get_rng_state(device_t)
-        save_checkpoint(path, model, config, **extra)
-        saved_at[path] = step
-
-    saved_at: dict[Path, int] = {}
-    model.train()
-    start_time, window_start, window_items = time.perf_counter(), time.perf_counter(), 0
-    bar = tqdm(total=max_steps, initial=step, disable=not (progress and master), desc=f"train {config.model.arch}", unit="step")
+        _log_start(config, state, device_t, world_size, stop, out_dir)
+    saved_step, clock = None, _Throughput()
+    bar = tqdm(total=max_steps, initial=state.step, disable=not (progress and master),
+               desc=f"train {config.model.arch}", unit="step")
+    state.model.train()
     for batch in loader:
-        lr = learning_rate(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
-        with autocast():
-            out = forward(batch["mix_mag"])
-        losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
-        loss = losses["mask_loss"] + config.loss.ce_weight * losses["ce_loss"] + config.loss.bce_weight * losses["bce_loss"]
-        if not torch.isfinite(loss):
-            raise _divergence_error(step, loss, batch, train_set, batches.items(step))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        step += 1
-        window_items += config.optim.batch_size
+        try:
+            losses, grad_norm = train_step(state, forward, batch, config, autocast)
+        except Diverged as err:
+            raise _divergence_error(err, batch, data.train_set, batches.items(state.step)) from None
+        clock.items += config.optim.batch_size
         bar.update(1)
-
-        is_eval = step % config.eval_every == 0 or step == max_steps
-        if step % config.log_every == 0 or is_eval:
-            logged = torch.stack([loss, *losses.values()]).detach()
-            if ddp:
-                # Each rank's losses are means over its B/W items; DDP averages the gradients
-                # and we average the losses, which gives the global-batch mean when every rank
-                # has as many valid sources (fixed data.n_sources; a range like "1-4" weighs
-                # the items slightly differently from one process).
-                dist.all_reduce(logged)  # sum (gloo has no average)
-                logged /= world_size
-            if not master:
-                continue  # validation and writing are rank 0's; the others wait in the next all-reduce
-            now = time.perf_counter()
-            row = {"step": step, "loss": logged[0].item(), "lr": lr, "grad_norm": float(grad_norm),
-                   "elapsed_s": round(now - start_time, 3),
-                   "samples_per_s": round(window_items / max(now - window_start, 1e-9), 3),
-                   "val_sdr": "", **{k: v.item() for k, v in zip(losses, logged[1:])}}
-            window_start, window_items = now, 0
-            if is_eval:
-                row["val_sdr"] = validate(model, val_loader, device_t, autocast)
-                if row["val_sdr"] > best_sdr:
-                    best_sdr = row["val_sdr"]
-                    checkpoint(best_path, with_state=False)
-                checkpoint(last_path, with_state=True)
-            rows.append(row)
-            _write_metrics(metrics_path, rows)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", val_sdr=f"{best_sdr:.2f}")
+        is_eval = state.step % config.eval_every == 0 or state.step == max_steps
+        if state.step % config.log_every and not is_eval:
+            continue
+        logged = _mean_over_ranks(losses, world_size)
+        if not master:
+            continue  # validation and writing are rank 0's; the others wait in the next all-reduce
+        row = {"step": state.step, "lr": learning_rate(state.step - 1, config), "grad_norm": grad_norm,
+               "val_sdr": "", **clock.lap(), **logged}
+        if is_eval:
+            row["val_sdr"] = validate(state.model, data.val_loader, device_t, autocast)
+            if row["val_sdr"] > state.best_sdr:
+                state.best_sdr = row["val_sdr"]
+                save_state(state, run.best, config, provenance, resumable=False)
+            save_state(state, run.last, config, provenance, resumable=True)
+            saved_step = state.step
+        rows.append(row)
+        _write_metrics(run.metrics, rows)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", val_sdr=f"{state.best_sdr:.2f}")
     bar.close()
     if not master:
         return []
-    if saved_at.get(last_path) != step:
-        checkpoint(last_path, with_state=True)
+    if saved_step != state.step and state.step > batches.start:  # stopped between evaluations
+        save_state(state, run.last, config, provenance, resumable=True)
     log.info("run %s at step %d/%d; best validation SDR %.2f dB; checkpoints in %s",
-             out_dir.name, step, max_steps, best_sdr, out_dir)
+             out_dir.name, state.step, max_steps, state.best_sdr, out_dir)
     return [dict(r) for r in rows]
+
+
+class _Throughput:
+    """Elapsed time since the run (this call) started, and items per second since the last lap."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.lap_start, self.items = self.start, 0
+
+    def lap(self) -> dict[str, float]:
+        now = time.perf_counter()
+        rate = self.items / max(now - self.lap_start, 1e-9)
+        self.lap_start, self.items = now, 0
+        return {"elapsed_s": round(now - self.start, 3), "samples_per_s": round(rate, 3)}
+
+
+def _autocast(config: TrainConfig, device_t: torch.device) -> Callable:
+    use_bf16 = config.bf16 and device_t.type == "cuda"
+    return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
+
+
+def _log_start(config: TrainConfig, state: TrainState, device_t: torch.device, world_size: int, stop: int,
+               out_dir: Path) -> None:
+    seconds_per_batch = config.optim.batch_size * config.data.segment_samples / config.data.sample_rate
+    n_params = sum(p.numel() for p in state.model.parameters())
+    log.info("training %s (%.2fM parameters) on %s%s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
+             config.model.arch, n_params / 1e6, device_t, f" x {world_size} processes" if world_size > 1 else "",
+             state.step, stop, config.optim.max_steps, seconds_per_batch, out_dir)
 
 
 if __name__ == "__main__":  # python -m sgn.train (and torchrun -m sgn.train) take sgn train's flags

@@ -72,7 +72,7 @@ def test_ranks_split_each_step_into_contiguous_slices():
 def test_two_processes_match_one_with_the_doubled_batch(tiny_synth, tmp_path, one_process):
     run = tmp_path / "two"
     torchrun(run, tiny_synth)
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "fingerprint.json", "metrics.csv", "last.pt", "best.pt"}
     two, one = losses(run), losses(one_process)
     assert list(two) == list(one) == [1, 2, 3, 4, 5, 6]
     assert [two[s] for s in two] == pytest.approx([one[s] for s in one], rel=RTOL)

@@ -17,7 +17,7 @@ import torch
 from sgn.checkpoint import build_model
 from sgn.config import apply_overrides, load_config
 from sgn.separate import estimate_sources
-from sgn.train import separation_loss
+from sgn.loss import separation_loss
 
 GOLDEN = Path(__file__).parent / "golden" / "model_outputs.npz"
 CLASSES = ["a", "b", "c", "d", "e"]

@@ -6,7 +6,7 @@ import torch
 
 from sgn.config import LossConfig
 from sgn.interface import SeparatorOutput, TokenLayout
-from sgn.train import separation_loss
+from sgn.loss import separation_loss
 
 CLASSES = ["a", "b", "c", "d"]
 BIG = 30.0  # a logit this large is a probability of 1 - 1e-13

@@ -16,7 +16,7 @@ def smoke_config(index, *overrides):
 def test_smoke_run_writes_everything(tiny_synth, tmp_path):
     run = tmp_path / "run"
     history = train(smoke_config(tiny_synth), run, progress=False)
-    assert {p.name for p in run.iterdir()} == {"config.yaml", "metrics.csv", "last.pt", "best.pt"}
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "fingerprint.json", "metrics.csv", "last.pt", "best.pt"}
     assert [row["step"] for row in history] == [1, 2, 3, 4, 5, 6]
     with open(run / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

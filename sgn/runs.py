@@ -1,0 +1,163 @@
+"""Run folders, and the fingerprint that ties a run's weights to the code and data that made them.
+
+A run folder holds ``config.yaml``, ``fingerprint.json``, ``metrics.csv``, ``last.pt``
+and ``best.pt`` (see :mod:`sgn.train`). The fingerprint records a sha256 of every
+source file that determines the weights (the architecture's module, the shared
+interface, the loss, the training loop, data, audio and metrics code) and the data
+set's identity (its ``index.csv`` and preparation record). A run is continued only
+under the same fingerprint: when it differs, :func:`open_run` either refuses in one
+line naming what changed (``stale="refuse"``, ``sgn train --resume``) or starts the run
+over (``stale="retrain"``, the notebooks' cache), so weights from older code are never
+reused silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sgn.config import TrainConfig, load_config, save_config, to_dict
+from sgn.utils import SGNError, atomic_write_text, shorten
+
+log = logging.getLogger(__name__)
+
+# The modules every architecture's weights depend on, besides its own module.
+SHARED_MODULES = ("sgn.interface", "sgn.loss", "sgn.train", "sgn.data", "sgn.audio", "sgn.metrics")
+# Preparation records beside an index.csv (keys that change on every write are left out).
+PROVENANCE_FILES = ("prepare.json", "synth.json")
+VOLATILE_KEYS = ("written",)
+STALE_POLICIES = ("refuse", "retrain")
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_files(arch: str) -> dict[str, str]:
+    """``{module file: sha256}`` of the code that determines an ``arch`` model's weights."""
+    import importlib
+
+    from sgn.checkpoint import ARCHITECTURES
+
+    modules = [importlib.import_module(name) for name in SHARED_MODULES]
+    modules.append(inspect.getmodule(ARCHITECTURES[arch]))
+    root = Path(importlib.import_module("sgn").__file__).resolve().parent.parent
+    files = sorted(Path(inspect.getsourcefile(module)).resolve() for module in modules)
+    return {file.relative_to(root).as_posix(): _file_sha(file) for file in files}
+
+
+def data_identity(index_path: str | Path) -> dict[str, str]:
+    """``{file: sha256}`` of a data set's ``index.csv`` and its preparation record."""
+    index_path = Path(index_path)
+    identity = {"index.csv": _file_sha(index_path)}
+    for name in PROVENANCE_FILES:
+        record_path = index_path.parent / name
+        if record_path.is_file():
+            try:
+                record = json.loads(record_path.read_text())
+            except ValueError:
+                raise SGNError(f"{record_path}: not valid JSON; prepare the data set again") from None
+            if isinstance(record, dict):
+                record = {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
+            identity[name] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return identity
+
+
+def run_fingerprint(config: TrainConfig) -> dict:
+    """What a run's weights depend on besides its config: ``{"code": {...}, "data": {...}, "sha256": ...}``."""
+    parts = {"code": code_files(config.model.arch), "data": data_identity(config.data.index)}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    return {**parts, "sha256": digest}
+
+
+def fingerprint_changes(old: dict, new: dict) -> list[str]:
+    """The code files and data records whose hashes differ between two fingerprints."""
+    changed = []
+    for part in ("code", "data"):
+        before, after = old.get(part, {}), new.get(part, {})
+        changed += [name for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
+    return changed
+
+
+@dataclass
+class RunFolder:
+    """An opened run folder. ``resumable``: it holds a ``last.pt`` of this config and fingerprint."""
+
+    path: Path
+    fingerprint: dict
+    resumable: bool
+
+    @property
+    def last(self) -> Path:
+        return self.path / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+
+def _stored_fingerprint(folder: Path) -> dict:
+    path = folder / "fingerprint.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def open_run(folder: str | Path, config: TrainConfig, *, resume: bool, stale: str = "refuse",
+             write: bool = True) -> RunFolder:
+    """Check a run folder against ``config`` and the current code and data, before any work.
+
+    Args:
+        folder: the run folder.
+        config: the run's config.
+        resume: continue a run the folder holds (its config must equal ``config``).
+        stale: what to do with a run of this config whose fingerprint differs:
+            ``"refuse"`` (one line naming the changed files) or ``"retrain"`` (start over).
+        write: create the folder and write ``config.yaml`` and ``fingerprint.json``
+            (only rank 0 of a distributed run does).
+
+    Raises:
+        SGNError: a folder that holds another run, or (``resume=False``) any run.
+    """
+    if stale not in STALE_POLICIES:
+        raise SGNError(f"stale: expected one of {list(STALE_POLICIES)}, got {shorten(stale)}")
+    folder = Path(folder)
+    fingerprint = run_fingerprint(config)
+    # A config.yaml without last.pt is a run that failed before its first checkpoint:
+    # nothing to resume or to lose, so it is started over, with whatever config.
+    resumable = (folder / "last.pt").exists()
+    if resumable:
+        _check_existing(folder, config, resume)
+        changed = fingerprint_changes(_stored_fingerprint(folder), fingerprint)
+        if changed and stale == "refuse":
+            raise SGNError(f"{folder}: its weights were made by other code or data ({', '.join(changed[:4])} "
+                           "changed); start a new run in another --out folder")
+        if changed:
+            log.warning("%s: %s changed since this run was trained; training it again", folder, ", ".join(changed))
+            resumable = False
+    if write:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not resumable:
+            for name in ("last.pt", "best.pt", "metrics.csv"):
+                (folder / name).unlink(missing_ok=True)
+        save_config(config, folder / "config.yaml")
+        atomic_write_text(folder / "fingerprint.json", json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
+    return RunFolder(folder, fingerprint, resumable)
+
+
+def _check_existing(folder: Path, config: TrainConfig, resume: bool) -> None:
+    if not (folder / "config.yaml").exists():
+        raise SGNError(f"{folder}: last.pt without config.yaml; not an sgn run folder")
+    if not resume:
+        raise SGNError(f"{folder}: already holds a run; pass --resume to continue it or choose another --out")
+    if to_dict(load_config(folder / "config.yaml")) != to_dict(config):
+        raise SGNError(f"{folder}: holds a run with a different config; resume it with the same config or use another --out")
