@@ -28,7 +28,7 @@ from sgn.audio import STFTSpec  # noqa: E402
 from sgn.checkpoint import build_model  # noqa: E402
 from sgn.config import apply_overrides, load_config  # noqa: E402
 from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
-from sgn.separate import resolve_device  # noqa: E402
+from sgn.device import resolve_device  # noqa: E402
 from sgn.loss import separation_loss, total_loss  # noqa: E402
 
 

@@ -249,17 +249,3 @@ def _jupyter_book() -> str:
     if not script.is_file():
         raise SGNError("jupyter-book is not installed here; pip install -e '.[book]' (make setup does it)")
     return str(script)
-
-
-def _cmd_book(args) -> None:
-    build_book(args.profile, root=args.root, force=args.force)
-
-
-def add_book_command(sub) -> None:
-    """Add ``sgn book`` (execute the notebooks and build the Jupyter Book) to ``sgn``'s sub-parsers."""
-    book = sub.add_parser("book", help="execute the notebooks with a profile and build the book (cached)")
-    book.add_argument("--profile", default="cpu", help="profile name (notebooks/profiles/NAME.yaml) or YAML path")
-    book.add_argument("--root", type=Path, default=Path("."), help="repository root")
-    book.add_argument("--force", action="store_true", help="execute every notebook and rebuild the book")
-    book.set_defaults(func=_cmd_book)
-

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -107,9 +108,57 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     mixtures.add_argument("--out", type=Path, required=True, help="output CSV")
     mixtures.set_defaults(func=_cmd_data_mixtures)
 
-    from sgn.download import add_download_command
+    _add_download_command(data_sub)
 
-    add_download_command(data_sub)
+
+def _cmd_download(args: argparse.Namespace) -> None:
+    from sgn.download import download, plan
+
+    try:
+        ytdlp_args = shlex.split(args.yt_dlp_args or "")
+    except ValueError as err:
+        raise SGNError(f"--yt-dlp-args: {err}") from None
+    options = dict(
+        subsets=_csv_list(args.subset) if args.subset else None,
+        mirror=args.mirror, checksums=args.checksums, jobs=args.jobs, sample_rate=args.sample_rate,
+        clip_seconds=args.clip_seconds, max_per_class=args.max_per_class, sleep_s=args.sleep,
+        ytdlp_args=ytdlp_args, progress=not getattr(args, "quiet", False),
+    )
+    if args.dry_run:
+        for item in plan(args.name, args.root, **options):
+            print(item.line())
+        return
+    download(args.name, args.root, **options)  # it logs where the prepared set went
+
+
+def _add_download_command(data_sub: argparse._SubParsersAction) -> None:
+    from sgn.download import DATASETS
+
+    cmd = data_sub.add_parser(
+        "download", help="download, verify and prepare a real data set",
+        description="Fetch a data set, verify it, and prepare it into the common index.csv format.",
+    )
+    cmd.add_argument("name", help=f"data set: {', '.join(DATASETS)}")
+    cmd.add_argument("--root", type=Path, required=True, help="data folder (downloads are cached in ROOT/downloads)")
+    cmd.add_argument("--subset", default=None,
+                     help="comma-separated: music solo,duet; fuss reverb|dry; musdb18 full|preview; "
+                          "vggsound train,test")
+    cmd.add_argument("--mirror", default=None, metavar="BASE_URL",
+                     help="replace the scheme and host of every URL (YouTube: BASE_URL/watch?v=ID)")
+    cmd.add_argument("--checksums", type=Path, default=None, metavar="FILE",
+                     help="md5sum/sha256sum-format file replacing the shipped manifest")
+    cmd.add_argument("--jobs", type=_positive_int, default=2, help="parallel downloads and conversions")
+    cmd.add_argument("--sample-rate", type=int, default=11025, help="sample rate of the prepared clips (Hz)")
+    cmd.add_argument("--clip-seconds", type=float, default=6.0,
+                     help="clip length for long recordings (MUSIC, MUSDB18)")
+    cmd.add_argument("--max-per-class", type=int, default=None,
+                     help="at most this many videos per class and split (YouTube sets)")
+    cmd.add_argument("--sleep", type=float, default=1.0,
+                     help="minimum seconds between two video downloads, over all jobs (YouTube sets)")
+    cmd.add_argument("--yt-dlp-args", default=None, metavar="ARGS",
+                     help="extra yt-dlp options, e.g. \"--cookies cookies.txt\"")
+    cmd.add_argument("--dry-run", action="store_true", help="print what would be fetched and its size")
+    cmd.set_defaults(func=_cmd_download)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -180,14 +229,67 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     separate.set_defaults(func=_cmd_separate)
 
 
-def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
-    from sgn.book import add_book_command
-    from sgn.notebooks import add_notebooks_command
-    from sgn.sweep import add_sweep_command
+def _cmd_notebooks(args: argparse.Namespace) -> None:
+    from sgn.notebooks import find_notebooks, load_profile, pipeline_summary, resolve_profile, run_pipeline
 
-    add_notebooks_command(sub)
-    add_sweep_command(sub)
-    add_book_command(sub)
+    # papermill logs two INFO lines per notebook; the progress bars say the same
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    notebooks = find_notebooks(args.dir)
+    if not notebooks:
+        raise SGNError(f"no NN_name.ipynb notebooks in {args.dir}")
+    params = load_profile(resolve_profile(args.profile, args.dir), args.dir) if args.profile else {}
+    results = run_pipeline(notebooks, params, args.out, cache=not args.force, kernel_name=args.kernel)
+    log.info("%s; executed copies in %s", pipeline_summary(results), args.out)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from sgn.sweep import run_sweep
+
+    # papermill logs two INFO lines per notebook; across a grid they drown the progress bar
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    frame = run_sweep(args.grid, args.out, jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
+                      force=args.force)
+    failed = int((frame["status"] == "failed").sum())
+    log.info("%d of %d points ok; table in %s", len(frame) - failed, len(frame), Path(args.out) / "results.csv")
+    if failed:
+        raise SGNError(f"{failed} of {len(frame)} points failed (see error.txt in {Path(args.out) / 'points'}); "
+                       "run the same command again to retry them")
+
+
+def _cmd_book(args: argparse.Namespace) -> None:
+    from sgn.book import build_book
+
+    build_book(args.profile, root=args.root, force=args.force)
+
+
+def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
+    from sgn.notebooks import DEFAULT_KERNEL
+    from sgn.sweep import EXECUTORS
+
+    notebooks = sub.add_parser("notebooks", help="execute the notebooks in order with a profile's parameters (cached)")
+    notebooks.add_argument("--profile", help="profile name (notebooks/profiles/NAME.yaml) or YAML path; "
+                                             "default: the notebooks' own defaults")
+    notebooks.add_argument("--out", type=Path, required=True, help="folder of the executed copies")
+    notebooks.add_argument("--dir", type=Path, default=Path("notebooks"), help="folder of the NN_name.ipynb notebooks")
+    notebooks.add_argument("--kernel", default=DEFAULT_KERNEL, help="Jupyter kernel name")
+    notebooks.add_argument("--force", action="store_true", help="execute even the notebooks that are up to date")
+    notebooks.set_defaults(func=_cmd_notebooks)
+
+    sweep = sub.add_parser("sweep", help="execute a notebook over a parameter grid (resumable)")
+    sweep.add_argument("grid", type=Path, metavar="GRID", help="grid YAML file")
+    sweep.add_argument("--out", type=Path, required=True, help="sweep folder (results.csv, points/)")
+    sweep.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes, one kernel each (local)")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local processes, or an existing Dask cluster")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    sweep.add_argument("--force", action="store_true", help="run finished points again too")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    book = sub.add_parser("book", help="execute the notebooks with a profile and build the book (cached)")
+    book.add_argument("--profile", default="cpu", help="profile name (notebooks/profiles/NAME.yaml) or YAML path")
+    book.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    book.add_argument("--force", action="store_true", help="execute every notebook and rebuild the book")
+    book.set_defaults(func=_cmd_book)
 
 
 COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (

@@ -37,7 +37,7 @@ from sgn.audio import STFTSpec
 from sgn.checkpoint import load_model
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
 from sgn.metrics import SilentSignalError, evaluate_mixture_batch, scores_frame, summarize
-from sgn.separate import estimate_sources, resolve_device
+from sgn.device import resolve_device
 from sgn.utils import SGNError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def evaluate(
         name = config.model.arch
 
         def estimator(batch):
-            return estimate_sources(model, batch["mixture"].to(device_t), batch["class_ids"].to(device_t))
+            return model.estimate(batch["mixture"].to(device_t), batch["class_ids"].to(device_t))
     else:
         index_frame = read_index(index) if index is not None else None
         classes = index_classes(index_frame) if index_frame is not None else sorted(frame["class"].unique())

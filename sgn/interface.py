@@ -143,5 +143,15 @@ class MaskSeparator(nn.Module):
         masks = self.warp.unwarp(torch.sigmoid(logits).gather(1, index))  # [B, N, F, T]
         return masks * (class_ids >= 0)[:, :, None, None]
 
+    def estimate(self, mixture: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Separate waveforms ``[B, L]`` into the classes ``class_ids [B, N]`` -> ``[B, N, L]`` (float32).
+
+        The masks multiply the complex mixture spectrogram (its phase is reused, as in
+        Sound-of-Pixels); padding (-1) gets a zero estimate. Call in eval mode.
+        """
+        spec = self.stft.stft(mixture.float())  # [B, F, T]
+        masks = self.linear_masks(self(spec.abs()), class_ids)  # [B, N, F, T]
+        return self.stft.istft(masks * spec[:, None], mixture.shape[-1])  # [B, N, L]
+
     def forward(self, mix_mag: torch.Tensor) -> SeparatorOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -281,14 +281,18 @@ def _coherence_to_db(coh: np.ndarray) -> np.ndarray:
         return 10.0 * np.log10(coh / (1.0 - coh))
 
 
+_TIE_DB = 1e-6
+
+
 def _best_permutation(sir: np.ndarray) -> np.ndarray:
     """Estimate index per reference maximising the summed SIR; ``sir`` is ``[N_ref, N_est]``."""
     gain = np.nan_to_num(sir, nan=-_HUGE_DB, posinf=_HUGE_DB, neginf=-_HUGE_DB)
     _, perm = linear_sum_assignment(gain, maximize=True)
     identity = np.arange(len(gain))
     # mir_eval keeps the first maximiser in itertools.permutations order, which is the
-    # identity whenever the identity ties (e.g. identical estimates).
-    if gain[identity, identity].sum() >= gain[identity, perm].sum():
+    # identity whenever the identity ties (e.g. identical estimates). A tie is judged to
+    # 1e-6 dB: identical estimates' SIRs differ in the last bits with the BLAS kernel.
+    if gain[identity, identity].sum() >= gain[identity, perm].sum() - _TIE_DB:
         return identity
     return perm
 

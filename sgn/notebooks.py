@@ -622,26 +622,3 @@ def resolve_profile(profile: str, notebook_dir: str | os.PathLike) -> Path:
         known = sorted(p.stem for p in (Path(notebook_dir) / "profiles").glob("*.yaml"))
         raise SGNError(f"no profile {profile!r} in {path.parent}; profiles: {', '.join(known) or 'none'}")
     return path
-
-
-def _cmd_notebooks(args) -> None:
-    # papermill logs two INFO lines per notebook; the progress bars say the same
-    logging.getLogger("papermill").setLevel(logging.WARNING)
-    notebooks = find_notebooks(args.dir)
-    if not notebooks:
-        raise SGNError(f"no NN_name.ipynb notebooks in {args.dir}")
-    params = load_profile(resolve_profile(args.profile, args.dir), args.dir) if args.profile else {}
-    results = run_pipeline(notebooks, params, args.out, cache=not args.force, kernel_name=args.kernel)
-    log.info("%s; executed copies in %s", pipeline_summary(results), args.out)
-
-
-def add_notebooks_command(sub) -> None:
-    """Add ``sgn notebooks`` (execute every notebook of a profile, cached) to ``sgn``'s sub-parsers."""
-    notebooks = sub.add_parser("notebooks", help="execute the notebooks in order with a profile's parameters (cached)")
-    notebooks.add_argument("--profile", help="profile name (notebooks/profiles/NAME.yaml) or YAML path; "
-                                             "default: the notebooks' own defaults")
-    notebooks.add_argument("--out", type=Path, required=True, help="folder of the executed copies")
-    notebooks.add_argument("--dir", type=Path, default=Path("notebooks"), help="folder of the NN_name.ipynb notebooks")
-    notebooks.add_argument("--kernel", default=DEFAULT_KERNEL, help="Jupyter kernel name")
-    notebooks.add_argument("--force", action="store_true", help="execute even the notebooks that are up to date")
-    notebooks.set_defaults(func=_cmd_notebooks)

@@ -1,8 +1,8 @@
-"""Separation with a trained model: batched for evaluation, and :class:`Separator` for users.
+"""Separation for users: :class:`Separator` on arrays and files, streamed.
 
-The model's masks (on the linear STFT axis, :meth:`sgn.interface.MaskSeparator.linear_masks`)
-are applied to the complex mixture spectrogram (the mixture's phase is reused, as in
-Sound-of-Pixels) and inverted with the model's own STFT.
+The model separates a batch (:meth:`sgn.interface.MaskSeparator.estimate`: its masks on
+the complex mixture spectrogram, the mixture's phase reused, its own STFT); this module
+feeds it audio of any length, rate and channel count, and writes the stems.
 """
 
 from __future__ import annotations
@@ -23,44 +23,11 @@ import torch
 from sgn import __version__
 from sgn.audio import audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
 from sgn.checkpoint import load_model
+from sgn.device import resolve_device
 from sgn.interface import MaskSeparator
 from sgn.utils import SGNError, atomic_write_text, check_output, child_path, remove_stale_staging, shorten
 
 log = logging.getLogger(__name__)
-
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in DEVICES:
-        raise SGNError(f"device: expected one of {list(DEVICES)} (or cuda:N), got {shorten(str(device))}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SGNError("device: cuda requested but no CUDA GPU is available (use --device cpu or auto)")
-    return device
-
-
-def estimate_sources(model: MaskSeparator, mixture: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
-    """Separate a batch of mixtures into the named classes.
-
-    Args:
-        model: SGN or the U-Net baseline, in eval mode.
-        mixture: ``[B, L]`` waveforms.
-        class_ids: ``[B, N]`` class ids to extract; ``-1`` marks padding (its estimate is zero).
-
-    Returns:
-        ``[B, N, L]`` estimated sources (float32).
-    """
-    spec = model.stft.stft(mixture.float())  # [B, F, T]
-    masks = model.linear_masks(model(spec.abs()), class_ids)  # [B, N, F, T]
-    return model.stft.istft(masks * spec[:, None], mixture.shape[-1])  # [B, N, L]
 
 
 # Written last into a separation's output folder: stems it does not list are from a
@@ -152,7 +119,7 @@ class Separator:
         window = torch.hann_window(size, periodic=True).numpy()
         out, weight = np.zeros((ids.shape[1], size), np.float32), np.zeros(size, np.float32)
         for chunk in chunks:
-            est = estimate_sources(self.model, torch.from_numpy(chunk).to(self.device)[None], ids)[0]
+            est = self.model.estimate(torch.from_numpy(chunk).to(self.device)[None], ids)[0]
             out += est.cpu().numpy() * window
             weight += window
             yield out[:, :hop] / np.maximum(weight[:hop], 1e-8)

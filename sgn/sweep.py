@@ -488,32 +488,3 @@ def run_profile_grid(
     if not failed.empty:
         raise SGNError(f"{len(failed)} point(s) failed: {failed['error'].tolist()}")
     return results
-
-
-# ---------------------------------------------------------------------------
-# Command line (wired into `sgn` by sgn.cli)
-
-
-def _cmd_sweep(args) -> None:
-    # papermill logs two INFO lines per notebook; across a grid they drown the progress bar
-    logging.getLogger("papermill").setLevel(logging.WARNING)
-    frame = run_sweep(args.grid, args.out, jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
-                      force=args.force)
-    failed = int((frame["status"] == "failed").sum())
-    log.info("%d of %d points ok; table in %s", len(frame) - failed, len(frame), Path(args.out) / "results.csv")
-    if failed:
-        raise SGNError(f"{failed} of {len(frame)} points failed (see error.txt in {Path(args.out) / 'points'}); "
-                       "run the same command again to retry them")
-
-
-def add_sweep_command(sub) -> None:
-    """Add ``sgn sweep`` to the ``sgn`` command's sub-parsers."""
-    sweep = sub.add_parser("sweep", help="execute a notebook over a parameter grid (resumable)")
-    sweep.add_argument("grid", type=Path, metavar="GRID", help="grid YAML file")
-    sweep.add_argument("--out", type=Path, required=True, help="sweep folder (results.csv, points/)")
-    sweep.add_argument("--jobs", type=int, default=1, help="parallel processes, one kernel each (local executor)")
-    sweep.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local processes, or an existing Dask cluster")
-    sweep.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
-    sweep.add_argument("--force", action="store_true", help="run finished points again too")
-    sweep.set_defaults(func=_cmd_sweep)

@@ -18,11 +18,10 @@ stopped.
 Several processes (DistributedDataParallel): launch with torchrun, one process per GPU
 (NCCL) or a few CPU processes (gloo)::
 
-    torchrun --standalone --nproc_per_node 4 -m sgn.train --config gpu --out runs/gpu
-    torchrun --standalone --nproc_per_node 2 -m sgn.train --config cpu --out runs/cpu --device cpu
+    torchrun --standalone --nproc_per_node 4 -m sgn train --config gpu --out runs/gpu
+    torchrun --standalone --nproc_per_node 2 -m sgn train --config cpu --out runs/cpu --device cpu
 
-``python -m sgn.train`` takes the flags of ``sgn train``; ``torchrun ... $(which sgn)
-train ...`` works too. ``optim.batch_size`` stays the global batch: it must divide by
+(``python -m sgn`` is the ``sgn`` command; ``torchrun ... $(which sgn) train ...`` works too.) ``optim.batch_size`` stays the global batch: it must divide by
 the number of processes, and rank ``r`` of ``W`` takes the ``r``-th contiguous
 ``B/W`` of step ``s``'s items, so every step trains on the same items whatever ``W``.
 Rank 0 alone validates, writes ``metrics.csv`` (the loss averaged over all ranks) and
@@ -63,7 +62,7 @@ from sgn.evaluate import score_padded_batch
 from sgn.interface import MaskSeparator
 from sgn.loss import separation_loss, total_loss
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch
-from sgn.separate import estimate_sources, resolve_device
+from sgn.device import resolve_device
 from sgn.runs import open_run
 from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
 
@@ -102,7 +101,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
     sdrs = []
     for batch in loader:
         with autocast():
-            est = estimate_sources(model, batch["mixture"].to(device), batch["class_ids"].to(device))
+            est = model.estimate(batch["mixture"].to(device), batch["class_ids"].to(device))
         for scores in score_padded_batch(_batch_sdr, batch["sources"], est.float(), batch["n_sources"]):
             if isinstance(scores, SilentSignalError):
                 continue  # a silent estimate cannot be scored; Sound-of-Pixels skips it too
@@ -477,11 +476,3 @@ def _log_start(config: TrainConfig, state: TrainState, device_t: torch.device, w
     log.info("training %s (%.2fM parameters) on %s%s: steps %d..%d of %d, %.1f s of audio per batch, into %s",
              config.model.arch, n_params / 1e6, device_t, f" x {world_size} processes" if world_size > 1 else "",
              state.step, stop, config.optim.max_steps, seconds_per_batch, out_dir)
-
-
-if __name__ == "__main__":  # python -m sgn.train (and torchrun -m sgn.train) take sgn train's flags
-    import sys
-
-    from sgn.cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))

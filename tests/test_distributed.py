@@ -34,7 +34,7 @@ def batch8_config(index):
 
 
 def torchrun(run, index, *flags):
-    """``torchrun --nproc_per_node 2 -m sgn.train`` on the smoke config with global batch 8."""
+    """``torchrun --nproc_per_node 2 -m sgn train`` on the smoke config with global batch 8."""
     with socket.socket() as s:  # a free port on the loopback interface
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -43,7 +43,7 @@ def torchrun(run, index, *flags):
         env["GLOO_SOCKET_IFNAME"] = "lo"  # gloo connects the ranks over loopback only
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(port),
-               "-m", "sgn.train", "--config", "smoke", "--out", str(run),
+               "-m", "sgn", "train", "--config", "smoke", "--out", str(run),
                "--set", f"data.index={index}", "--set", "optim.batch_size=8", *flags]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]

@@ -16,7 +16,6 @@ import torch
 
 from sgn.checkpoint import build_model
 from sgn.config import apply_overrides, load_config
-from sgn.separate import estimate_sources
 from sgn.loss import separation_loss
 
 GOLDEN = Path(__file__).parent / "golden" / "model_outputs.npz"
@@ -46,7 +45,7 @@ def _outputs(name: str, weights: dict | None) -> dict[str, np.ndarray]:
     with torch.no_grad():
         out = model(batch["mix_mag"])
         losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
-        estimates = estimate_sources(model, mixture, class_ids)
+        estimates = model.estimate(mixture, class_ids)
     return {"masks": torch.sigmoid(out.mask_logits).numpy(), "estimates": estimates.numpy(),
             "losses": np.array([float(losses[k]) for k in ("mask_loss", "ce_loss", "bce_loss")])}
 

@@ -29,9 +29,7 @@ Modules, one concern each:
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 from pathlib import Path
 
 from sgn.download.base import DataSet
@@ -102,52 +100,4 @@ def plan(name: str, root: str | os.PathLike, **options) -> list[Planned]:
     return _dataset(name).plan(_options(root, **options))
 
 
-def _cmd_download(args: argparse.Namespace) -> None:
-    try:
-        ytdlp_args = shlex.split(args.yt_dlp_args or "")
-    except ValueError as err:
-        raise SGNError(f"--yt-dlp-args: {err}") from None
-    options = dict(
-        subsets=[s.strip() for s in args.subset.split(",") if s.strip()] if args.subset else None,
-        mirror=args.mirror, checksums=args.checksums, jobs=args.jobs, sample_rate=args.sample_rate,
-        clip_seconds=args.clip_seconds, max_per_class=args.max_per_class, sleep_s=args.sleep,
-        ytdlp_args=ytdlp_args, progress=not getattr(args, "quiet", False),
-    )
-    if args.dry_run:
-        for item in plan(args.name, args.root, **options):
-            print(item.line())
-        return
-    download(args.name, args.root, **options)  # it logs where the prepared set went
-
-
-def add_download_command(data_subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``download`` to the ``sgn data`` sub-commands; its ``func`` calls :func:`download`."""
-    cmd = data_subparsers.add_parser(
-        "download", help="download, verify and prepare a real data set",
-        description="Fetch a data set, verify it, and prepare it into the common index.csv format.",
-    )
-    cmd.add_argument("name", help=f"data set: {', '.join(DATASETS)}")
-    cmd.add_argument("--root", type=Path, required=True, help="data folder (downloads are cached in ROOT/downloads)")
-    cmd.add_argument("--subset", default=None,
-                     help="comma-separated: music solo,duet; fuss reverb|dry; musdb18 full|preview; "
-                          "vggsound train,test")
-    cmd.add_argument("--mirror", default=None, metavar="BASE_URL",
-                     help="replace the scheme and host of every URL (YouTube: BASE_URL/watch?v=ID)")
-    cmd.add_argument("--checksums", type=Path, default=None, metavar="FILE",
-                     help="md5sum/sha256sum-format file replacing the shipped manifest")
-    cmd.add_argument("--jobs", type=int, default=2, help="parallel downloads and conversions")
-    cmd.add_argument("--sample-rate", type=int, default=11025, help="sample rate of the prepared clips (Hz)")
-    cmd.add_argument("--clip-seconds", type=float, default=6.0,
-                     help="clip length for long recordings (MUSIC, MUSDB18)")
-    cmd.add_argument("--max-per-class", type=int, default=None,
-                     help="at most this many videos per class and split (YouTube sets)")
-    cmd.add_argument("--sleep", type=float, default=1.0,
-                     help="minimum seconds between two video downloads, over all jobs (YouTube sets)")
-    cmd.add_argument("--yt-dlp-args", default=None, metavar="ARGS",
-                     help="extra yt-dlp options, e.g. \"--cookies cookies.txt\"")
-    cmd.add_argument("--dry-run", action="store_true", help="print what would be fetched and its size")
-    cmd.set_defaults(func=_cmd_download)
-    return cmd
-
-
-__all__ = ["DATASETS", "add_download_command", "download", "plan"]
+__all__ = ["DATASETS", "download", "plan"]
