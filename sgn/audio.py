@@ -2,8 +2,13 @@
 
 Everything else in ``sgn`` calls these functions; nothing re-implements them.
 
-* I/O with ``soundfile`` (WAV/FLAC/OGG/MP3 by file suffix), writes atomic.
-* Resampling with ``soxr`` (high quality, deterministic).
+* I/O with ``soundfile`` (WAV/FLAC/OGG/MP3 by file suffix), writes atomic; long files
+  can be read block by block (:func:`audio_info`, :func:`read_audio_block`).
+* Resampling with ``soxr`` (high quality, deterministic), whole signals (:func:`resample`)
+  or block by block (:class:`StreamResampler`).
+* Sample rates outside :data:`MIN_SAMPLE_RATE` .. :data:`MAX_SAMPLE_RATE` are refused
+  wherever a rate enters (a corrupt header saying 1 Hz would otherwise be upsampled
+  thousands of times).
 * STFT / inverse STFT with ``torch.stft`` / ``torch.istft`` (Hann window, centred frames),
   described by :class:`STFTSpec`.
 * The log-frequency warp of Sound-of-Pixels (Zhao et al., ECCV 2018) and its inverse,
@@ -21,20 +26,97 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 
-from sgn.utils import SGNError, atomic_path
+from sgn.utils import SGNError, atomic_path, shorten
 
 # A sample at or above this magnitude counts as clipped.
 CLIP_LEVEL = 0.999
 # Fraction of clipped samples above which a signal is called clipped (isolated peaks at
 # full scale are normal in mastered audio; runs of them are not).
 CLIPPED_FRACTION = 0.01
+# Sample rates accepted anywhere (files, targets, index columns): telephone speech to
+# high-resolution studio audio. Anything else is a corrupt header or a typo.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 192000
+
+
+def check_rate(rate, name: str) -> int:
+    """Return ``rate`` as an int, or raise :class:`SGNError` unless it is a whole number of Hz in range.
+
+    Args:
+        rate: the sample rate to check.
+        name: what the rate belongs to (a file, a flag), named in the message.
+    """
+    whole = isinstance(rate, (int, np.integer)) and not isinstance(rate, bool)
+    if not whole or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise SGNError(
+            f"{name}: sample rate {shorten(rate)} Hz is not supported; "
+            f"expected a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}"
+        )
+    return int(rate)
+
+
+class AudioInfo(NamedTuple):
+    """What a file's header says: length in samples per channel, rate in Hz, channel count."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Read only the header of an audio file (cheap: no samples are decoded).
+
+    Raises:
+        SGNError: the file is missing, not readable audio, or at an unsupported rate.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SGNError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise SGNError(f"{path}: not a readable audio file ({_reason(err)})") from None
+    return AudioInfo(int(info.frames), check_rate(info.samplerate, str(path)), int(info.channels))
+
+
+def read_audio_block(path: str | os.PathLike, start: int, frames: int, *, mono: bool = True) -> np.ndarray:
+    """Read up to ``frames`` samples of ``path`` from sample ``start``, without reading the rest.
+
+    For processing a long file in bounded memory: get its length with :func:`audio_info`,
+    then read consecutive (or overlapping) blocks. The block is shorter than ``frames``
+    where the file ends; ``start`` equal to the length gives an empty block.
+
+    Returns:
+        float32 ``[n]`` (mono: channels averaged) or ``[channels, n]``, ``n <= frames``.
+
+    Raises:
+        SGNError: unreadable file, unsupported rate, or ``start`` outside ``0 .. length``.
+    """
+    total = audio_info(path).frames
+    if not 0 <= start <= total:
+        raise SGNError(f"{path}: offset {shorten(start)} is past the end of the file ({total} samples)")
+    if frames < 0:
+        raise SGNError(f"{path}: cannot read {shorten(frames)} samples; expected a count >= 0")
+    try:
+        with sf.SoundFile(str(path)) as f:
+            f.seek(start)
+            block = f.read(min(frames, total - start), dtype="float32", always_2d=True).T  # [channels, n]
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise SGNError(f"{path}: not a readable audio file ({_reason(err)})") from None
+    return np.ascontiguousarray(block.mean(axis=0) if mono else block, dtype=np.float32)
+
+
+def _reason(err: Exception) -> str:
+    """libsndfile's reason without the file name it repeats ("Error opening '...': Format not recognised.")."""
+    reason = getattr(err, "error_string", None) or str(err)
+    return reason if len(reason) <= 80 else reason[:77] + "..."
 
 
 def load_audio(
@@ -51,18 +133,16 @@ def load_audio(
         ``(wave, sample_rate)`` with ``wave`` of shape ``[L]`` (mono) or ``[channels, L]``.
 
     Raises:
-        SGNError: the file is missing or not readable audio.
+        SGNError: the file is missing, not readable audio, holds no samples, or either
+        rate is outside :data:`MIN_SAMPLE_RATE` .. :data:`MAX_SAMPLE_RATE`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SGNError(f"{path}: audio file not found")
-    try:
-        wave, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise SGNError(f"{path}: not a readable audio file ({err})") from None
-    wave = wave.T  # [channels, L]
-    if mono:
-        wave = wave.mean(axis=0)
+    frames, file_rate, _ = audio_info(path)  # checks the rate before anything is decoded
+    if sample_rate is not None:
+        check_rate(sample_rate, f"{path}: target")
+    if frames == 0:
+        raise SGNError(f"{path}: 0 samples, expected at least 1")
+    wave = read_audio_block(path, 0, frames, mono=mono)
     if sample_rate is not None and sample_rate != file_rate:
         wave = resample(wave, file_rate, sample_rate)
         file_rate = sample_rate
@@ -111,13 +191,46 @@ def encode_audio(wave: np.ndarray, sample_rate: int, fmt: str = "OGG") -> bytes:
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample along the last axis with soxr (``[L]`` or ``[channels, L]``)."""
+    """Resample along the last axis with soxr (``[L]`` or ``[channels, L]``); rates are checked."""
+    check_rate(orig_rate, "resample: input")
+    check_rate(target_rate, "resample: output")
     if orig_rate == target_rate:
         return np.asarray(wave, dtype=np.float32)
     wave = np.asarray(wave, dtype=np.float32)
     # soxr wants [L] or [L, channels].
     out = soxr.resample(wave.T, orig_rate, target_rate, quality="HQ")
     return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+class StreamResampler:
+    """Resample a long signal block by block, with the same output as one :func:`resample` call.
+
+    soxr's ``ResampleStream`` keeps its filter state between blocks, so block edges leave
+    no trace; it holds back a few samples (its filter delay) until ``last=True``.
+
+    Example::
+
+        stream = StreamResampler(44100, 11025, channels=1)
+        out = [stream.process(read_audio_block(path, s, n), last=s + n >= total) for s in starts]
+
+    Args:
+        orig_rate, target_rate: in Hz, each within :data:`MIN_SAMPLE_RATE` .. :data:`MAX_SAMPLE_RATE`.
+        channels: 1 for ``[n]`` blocks, ``C`` for ``[C, n]`` blocks.
+    """
+
+    def __init__(self, orig_rate: int, target_rate: int, channels: int = 1):
+        check_rate(orig_rate, "resample: input")
+        check_rate(target_rate, "resample: output")
+        self.channels = channels
+        self._stream = soxr.ResampleStream(orig_rate, target_rate, channels, dtype="float32", quality="HQ")
+
+    def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resample the next block (``[n]`` or ``[channels, n]``); ``last=True`` flushes the tail."""
+        block = np.asarray(block, dtype=np.float32)
+        if block.shape[:-1] != (self.channels,) and not (block.ndim == 1 and self.channels == 1):
+            raise SGNError(f"resample: block of shape {block.shape}, expected [{self.channels}, n] or [n] for mono")
+        out = self._stream.resample_chunk(np.ascontiguousarray(block.T), last=last)  # soxr: [n] or [n, C]
+        return np.ascontiguousarray(out.T, dtype=np.float32)
 
 
 def check_audio(
@@ -261,65 +374,28 @@ class LogFrequencyWarp(torch.nn.Module):
         return self._interpolate(x, self.unwarp_index, self.unwarp_weight)
 
 
-# Sample rates a file or an argument may have; outside it a header is broken or hostile
-# (a 1 Hz header would make resampling blow a few KB up to gigabytes).
-MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
-
-
-def check_sample_rate(rate: int, name: str) -> int:
-    """Return ``rate`` if it lies in [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]; else one clear SGNError."""
-    if not (isinstance(rate, (int, np.integer)) and MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE):
-        raise SGNError(f"{name}: sample rate {rate!r} Hz, expected {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
-    return int(rate)
-
-
-def audio_info(path: str | os.PathLike) -> tuple[int, int, int]:
-    """``(frames, sample_rate, channels)`` of an audio file, read from its header and checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise SGNError(f"{path}: audio file not found")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise SGNError(f"{path}: not a readable audio file ({err})") from None
-    check_sample_rate(info.samplerate, str(path))
-    if info.frames <= 0:
-        raise SGNError(f"{path}: 0 samples, expected audio")
-    return int(info.frames), int(info.samplerate), int(info.channels)
-
-
 def read_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[np.ndarray]:
-    """Yield a file's audio as mono float32 blocks of ``block_frames`` samples (the last may be
-    shorter), so a long file is never held in memory whole. Non-finite samples are an error."""
-    try:
-        with sf.SoundFile(str(path)) as f:
-            while True:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
-                if not len(block):
-                    return
-                block = block.mean(axis=1)
-                if not np.all(np.isfinite(block)):
-                    raise SGNError(f"{path}: contains NaN or Inf samples")
-                yield block
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SGNError(f"{path}: not a readable audio file ({err})") from None
+    """A file's audio as consecutive mono float32 blocks of ``block_frames`` samples (the last may
+    be shorter): a long file is never held in memory whole. Non-finite samples are an error."""
+    total = audio_info(path).frames
+    for start in range(0, total, block_frames):
+        block = read_audio_block(path, start, block_frames)
+        if not np.all(np.isfinite(block)):
+            raise SGNError(f"{path}: contains NaN or Inf samples (from sample {start})")
+        yield block
 
 
 def resample_blocks(blocks: Iterable[np.ndarray], orig_rate: int, target_rate: int) -> Iterator[np.ndarray]:
-    """Resample a stream of ``[L]`` or ``[channels, L]`` blocks with soxr's streaming resampler.
-
-    The concatenated output equals :func:`resample` of the concatenated input (tested),
-    while only one block is held at a time.
-    """
+    """:class:`StreamResampler` over a stream of ``[n]`` or ``[channels, n]`` blocks: the
+    concatenated output equals :func:`resample` of the concatenated input."""
     stream = None
     for block in blocks:
-        block = np.asarray(block, dtype=np.float32)
         if orig_rate == target_rate:
-            yield block
+            yield np.asarray(block, dtype=np.float32)
             continue
         if stream is None:
-            channels = 1 if block.ndim == 1 else block.shape[0]
-            stream, channel_shape = soxr.ResampleStream(orig_rate, target_rate, channels, quality="HQ"), block.shape[:-1]
-        yield np.ascontiguousarray(stream.resample_chunk(block.T).T)
+            stream = StreamResampler(orig_rate, target_rate, 1 if np.ndim(block) == 1 else len(block))
+            channels = () if np.ndim(block) == 1 else (len(block),)
+        yield stream.process(block)
     if stream is not None:
-        yield np.ascontiguousarray(stream.resample_chunk(np.zeros((0, *channel_shape), np.float32), last=True).T)
+        yield stream.process(np.zeros((*channels, 0), np.float32), last=True)

@@ -323,7 +323,10 @@ def _set_threads(flag: int | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:  # a bad command line (status 2, one line), --help or --version (0)
+        return int(done.code or 0)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="sgn: %(message)s", stream=sys.stderr
     )

@@ -19,6 +19,7 @@ the mixture.
 
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,10 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 
-from sgn.audio import STFTSpec
-from sgn.utils import SGNError, atomic_path
+from sgn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STFTSpec, audio_info, read_audio_block
+from sgn.utils import SGNError, atomic_path, check_class_names, shorten
 
 # The 11 instrument classes of MUSIC (Zhao et al., 2018), in the order class ids follow.
 MUSIC_CLASSES: tuple[str, ...] = (
@@ -58,46 +58,152 @@ MIXTURE_COLUMNS: tuple[str, ...] = (
 DEFAULT_GAIN_RANGE: tuple[float, float] = (0.5, 1.5)
 
 
-def _read_table(path: Path, columns: Sequence[str], what: str, maker: str) -> pd.DataFrame:
-    """Read a CSV that must have ``columns``; one clear :class:`SGNError` otherwise."""
+@dataclass(frozen=True)
+class _Limits:
+    """The accepted values of a numeric CSV column, and how the message describes them."""
+
+    low: float
+    high: float
+    whole: bool
+    expected: str
+
+
+# The largest whole number a float64 holds exactly: bounds counts and offsets read from CSVs.
+_LARGEST_WHOLE = 2**53
+# A clip shorter than a millisecond (or longer than a day) is a broken index row.
+MIN_DURATION_S, MAX_DURATION_S = 0.001, 86400.0
+# A file may be this much shorter than its index row says: compressed formats' headers
+# can count a codec frame (~26 ms of MP3 at 44.1 kHz) less than was decoded when indexing.
+DURATION_TOLERANCE_S = 0.05
+INDEX_NUMBERS: dict[str, _Limits] = {
+    "duration_s": _Limits(MIN_DURATION_S, MAX_DURATION_S, False, f"seconds in {MIN_DURATION_S}..{MAX_DURATION_S:g}"),
+    "sample_rate": _Limits(MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, True,
+                           f"a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}"),
+}
+# Gains of mixture sources: quieter than -60 dB is inaudible in the mix, louder than 100 would clip it.
+MIN_GAIN, MAX_GAIN = 0.001, 100.0
+MIXTURE_NUMBERS: dict[str, _Limits] = {
+    "mixture_id": _Limits(0, _LARGEST_WHOLE, True, "a whole number >= 0"),
+    "n_sources": _Limits(1, _LARGEST_WHOLE, True, "a whole number >= 1"),
+    "source": _Limits(0, _LARGEST_WHOLE, True, "a whole number >= 0"),
+    "offset": _Limits(0, _LARGEST_WHOLE, True, "a whole number of samples >= 0"),
+    "length": _Limits(1, _LARGEST_WHOLE, True, "a whole number of samples >= 1"),
+    "gain": _Limits(MIN_GAIN, MAX_GAIN, False, f"a gain in {MIN_GAIN}..{MAX_GAIN:g}"),
+}
+
+
+def _read_table(path: Path, columns: Sequence[str], text_columns: Sequence[str], what: str, maker: str) -> pd.DataFrame:
+    """Read a CSV that must have ``columns`` and at least one row; one clear :class:`SGNError` otherwise.
+
+    ``text_columns`` are read as text, so a class called ``123`` stays a name.
+    """
     if not path.is_file():
         raise SGNError(f"{path}: {what} not found (make one with {maker})")
     try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise SGNError(f"{path}: not a readable CSV ({err})") from None
+        frame = pd.read_csv(path, dtype={c: str for c in text_columns})
+    except (ValueError, OSError, csv.Error) as err:  # pandas' parser errors are ValueErrors
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise SGNError(f"{path}: not a readable CSV ({shorten(reason)})") from None
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SGNError(f"{path}: missing columns {missing}; a {what} needs {list(columns)}")
+    if frame.empty:
+        raise SGNError(f"{path}: the {what} has a header but no rows")
     return frame
+
+
+# Rows are numbered as a spreadsheet shows the CSV: the header is row 1, the first entry row 2.
+def _raise_for_rows(where: str, frame: pd.DataFrame, bad: np.ndarray, column: str, expected: str) -> None:
+    """Raise ``<file>: row N, column C: got V; expected E`` for the first row flagged in ``bad``."""
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        more = f" (and {rows.size - 1} more rows)" if rows.size > 1 else ""
+        value = frame[column].iloc[rows[0]]
+        value = shorten(value.item() if isinstance(value, np.generic) else value, 60)  # nan, not np.float64(nan)
+        raise SGNError(f"{where}: row {rows[0] + 2}, column {column}: got {value}{more}; expected {expected}")
+
+
+def _check_text(where: str, frame: pd.DataFrame, column: str, expected: str) -> None:
+    """Every cell of ``column`` must be non-empty text (empty cells read as NaN)."""
+    bad = ~frame[column].map(lambda v: isinstance(v, str) and v.strip() != "").to_numpy(bool)
+    _raise_for_rows(where, frame, bad, column, expected)
+
+
+def _check_numbers(where: str, frame: pd.DataFrame, column: str, limits: _Limits) -> pd.Series:
+    """Every cell of ``column`` must be a finite number within ``limits``; return the column as numbers."""
+    values = pd.to_numeric(frame[column], errors="coerce").astype(float)  # text -> NaN
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < limits.low) | (values > limits.high)
+        if limits.whole:
+            bad |= values != np.floor(values)
+    _raise_for_rows(where, frame, bad.to_numpy(bool), column, limits.expected)
+    return values.astype(np.int64) if limits.whole else values
+
+
+def _check_index_rows(where: str, frame: pd.DataFrame) -> None:
+    """Check every column of an index's rows (types and ranges), converting the numeric ones in place."""
+    _check_text(where, frame, "path", "a clip path relative to the index")
+    _check_text(where, frame, "class", "a class name")
+    check_class_names(sorted(frame["class"].unique()), f"{where}: class")
+    _raise_for_rows(where, frame, ~frame["split"].isin(SPLITS).to_numpy(bool), "split", f"one of {', '.join(SPLITS)}")
+    for column, limits in INDEX_NUMBERS.items():
+        frame[column] = _check_numbers(where, frame, column, limits)
+
+
+def _check_clip_headers(where: str, frame: pd.DataFrame) -> np.ndarray:
+    """Check each clip's header (``soundfile.info``, no decoding) against its index row.
+
+    The file's rate must be the row's ``sample_rate``, and it must hold the row's
+    ``duration_s`` (less :data:`DURATION_TOLERANCE_S`).
+
+    Returns:
+        ``[clips]`` int64, the samples of each clip that can be read: the row's length,
+        or the file's where it is (within the tolerance) shorter.
+    """
+    listed = np.floor(frame["duration_s"].to_numpy() * frame["sample_rate"].to_numpy() + 0.5).astype(np.int64)
+    usable = np.empty(len(frame), dtype=np.int64)
+    for row, (clip, rate, wanted) in enumerate(zip(frame["abspath"], frame["sample_rate"], listed)):
+        try:
+            frames, file_rate, _ = audio_info(clip)
+        except SGNError as err:
+            raise SGNError(f"{where}: row {row + 2}, column path: {err}") from None
+        if file_rate != rate:
+            raise SGNError(f"{where}: row {row + 2}, column sample_rate: got {rate} Hz; "
+                           f"expected {file_rate} Hz, the rate of {clip}")
+        if frames < wanted - DURATION_TOLERANCE_S * rate:
+            raise SGNError(f"{where}: row {row + 2}, column duration_s: got {frame['duration_s'].iloc[row]:g} s "
+                           f"({wanted} samples); expected at most {frames / rate:g} s, the length of {clip}")
+        usable[row] = min(frames, wanted)
+    return usable
 
 
 def read_index(path: str | os.PathLike) -> pd.DataFrame:
     """Read and validate an ``index.csv``.
 
+    Every row is checked when the index is read: ``path`` and ``class`` non-empty (class
+    names as :func:`sgn.utils.check_class_names` allows), ``split`` one of :data:`SPLITS`,
+    ``sample_rate`` and ``duration_s`` numbers in range (:data:`INDEX_NUMBERS`); then
+    every clip's header must agree with its row (:func:`_check_clip_headers`).
+
     Returns:
         The table with an added ``abspath`` column (absolute clip paths) and a
-        ``num_samples`` column; ``frame.attrs["root"]`` is the index's folder.
+        ``num_samples`` column (readable samples of each clip); ``frame.attrs["root"]``
+        is the index's folder.
 
     Raises:
-        SGNError: missing file or columns, unknown split names, non-positive rates or
-        durations, or clips that do not exist.
+        SGNError: naming the file, row and column of the first bad cell, or the first
+        clip that is missing, unreadable, at another rate or shorter than listed.
     """
     path = Path(path)
-    frame = _read_table(path, INDEX_COLUMNS, "index file", "`sgn data synth` or `sgn data download`")
-    if frame.empty:
-        raise SGNError(f"{path}: the index lists no clips")
-    bad_splits = sorted(set(frame["split"]) - set(SPLITS))
-    if bad_splits:
-        raise SGNError(f"{path}: unknown split(s) {bad_splits}; expected {list(SPLITS)}")
-    if (frame["sample_rate"] <= 0).any() or (frame["duration_s"] <= 0).any():
-        raise SGNError(f"{path}: sample_rate and duration_s must be positive in every row")
+    frame = _read_table(path, INDEX_COLUMNS, ("path", "class", "split"), "index file",
+                        "`sgn data synth` or `sgn data download`")
+    _check_index_rows(str(path), frame)
     root = path.resolve().parent
     frame["abspath"] = [str(root / p) for p in frame["path"]]
     absent = [p for p in frame["abspath"] if not os.path.isfile(p)]
     if absent:
-        raise SGNError(f"{path}: {len(absent)} listed clip(s) do not exist, e.g. {absent[0]}")
-    frame["num_samples"] = np.floor(frame["duration_s"] * frame["sample_rate"] + 0.5).astype(np.int64)
+        raise SGNError(f"{path}: {len(absent)} listed clip(s) do not exist, e.g. {shorten(absent[0])}")
+    frame["num_samples"] = _check_clip_headers(str(path), frame)
     frame.attrs["root"] = str(root)
     frame.attrs["path"] = str(path)
     return frame
@@ -123,17 +229,12 @@ def read_segment(path: str, offset: int, length: int) -> np.ndarray:
 
     Returns:
         float32 ``[L]``.
+
+    Raises:
+        SGNError: unreadable file, or ``offset`` past the end of the file.
     """
-    try:
-        with sf.SoundFile(path) as f:
-            f.seek(offset)
-            wave = f.read(length, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise SGNError(f"{path}: not a readable audio file ({err})") from None
-    wave = wave.mean(axis=1)
-    if len(wave) < length:
-        wave = np.pad(wave, (0, length - len(wave)))
-    return wave
+    wave = read_audio_block(path, offset, length)
+    return np.pad(wave, (0, length - len(wave)))
 
 
 @dataclass(frozen=True)
@@ -339,10 +440,47 @@ def write_mixture_list(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
     return out
 
 
+def _check_mixture_rows(where: str, frame: pd.DataFrame) -> None:
+    """Check every column of a mixture list's rows (types and ranges), converting the numeric ones in place."""
+    _check_text(where, frame, "path", "a clip path relative to the list")
+    _check_text(where, frame, "class", "a class name")
+    check_class_names(sorted(frame["class"].unique()), f"{where}: class")
+    for column, limits in MIXTURE_NUMBERS.items():
+        frame[column] = _check_numbers(where, frame, column, limits)
+
+
+def _check_mixture(where: str, mixture_id: int, rows: pd.DataFrame) -> None:
+    """Check that the rows of one mixture describe ``n_sources`` sources of distinct classes and one length."""
+    n_values, sources = sorted(set(rows["n_sources"])), sorted(rows["source"])
+    if len(n_values) > 1:
+        raise SGNError(f"{where}: mixture {mixture_id}: rows disagree on n_sources {n_values}; expected one value")
+    n = n_values[0]
+    if sources != list(range(n)):
+        raise SGNError(f"{where}: mixture {mixture_id}: source numbers {shorten(sources)} for n_sources {n}; "
+                       f"expected 0..{n - 1}, each once")
+    lengths = sorted(set(rows["length"]))
+    if len(lengths) > 1:
+        raise SGNError(f"{where}: mixture {mixture_id}: sources of lengths {shorten(lengths)}; expected one length")
+    repeated = rows["class"][rows["class"].duplicated()]
+    if len(repeated):
+        raise SGNError(f"{where}: mixture {mixture_id}: two sources of class {repeated.iloc[0]!r}; "
+                       "expected distinct classes (a model separates by class)")
+
+
 def read_mixture_list(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a mixture list CSV; ``path`` column made absolute (relative to the CSV's folder)."""
+    """Read and validate a mixture list CSV; ``path`` column made absolute (relative to the CSV's folder).
+
+    Every row is checked (:data:`MIXTURE_NUMBERS`, class names), then every mixture
+    (:func:`_check_mixture`); the clips themselves are checked by :class:`FixedMixtureDataset`.
+
+    Raises:
+        SGNError: naming the file and the row and column, or the mixture, that is wrong.
+    """
     path = Path(path)
-    frame = _read_table(path, MIXTURE_COLUMNS, "mixture list", "`sgn data mixtures`")
+    frame = _read_table(path, MIXTURE_COLUMNS, ("path", "class"), "mixture list", "`sgn data mixtures`")
+    _check_mixture_rows(str(path), frame)
+    for mixture_id, rows in frame.groupby("mixture_id", sort=True):
+        _check_mixture(str(path), mixture_id, rows)
     folder = path.resolve().parent
     frame["path"] = [os.path.normpath(folder / p) for p in frame["path"]]
     frame.attrs["path"] = str(path)
@@ -352,11 +490,19 @@ def read_mixture_list(path: str | os.PathLike) -> pd.DataFrame:
 class FixedMixtureDataset(torch.utils.data.Dataset):
     """The mixtures of a fixed list (from :func:`make_mixture_list`), in list order.
 
+    Every source is checked against its clip's header when the dataset is made: the
+    clip exists, is readable, holds ``offset + length`` samples, and all clips share one
+    rate (``sample_rate`` when given); a mixture must span at least one STFT window.
+
     Args:
         mixtures: a mixture-list CSV path, or a frame with absolute clip paths
             (from :func:`make_mixture_list` or :func:`read_mixture_list`).
         classes: class names in class-id order; every class in the list must be one.
         stft: the STFT of the spectral tensors.
+        sample_rate: the rate the clips must have (the model's); ``None``: any one rate.
+
+    Attributes:
+        sample_rate: the clips' rate.
     """
 
     def __init__(
@@ -364,25 +510,48 @@ class FixedMixtureDataset(torch.utils.data.Dataset):
         mixtures: str | os.PathLike | pd.DataFrame,
         classes: Sequence[str],
         stft: STFTSpec,
+        sample_rate: int | None = None,
     ):
         if not isinstance(mixtures, pd.DataFrame):
             mixtures = read_mixture_list(mixtures)
         where = mixtures.attrs.get("path", "mixture list")
         unknown = sorted(set(mixtures["class"]) - set(classes))
         if unknown:
-            raise SGNError(f"{where}: class(es) {unknown} are not among the model's classes {list(classes)}")
-        self.classes, self.stft = list(classes), stft
+            raise SGNError(f"{where}: class(es) {shorten(unknown)} are not among the model's classes {list(classes)}")
+        self.classes, self.stft, self.sample_rate = list(classes), stft, sample_rate
         self.max_sources = int(mixtures["n_sources"].max())
         self.groups = []
+        headers: dict[str, tuple[int, int, int]] = {}  # clip -> audio_info, each read once
         for mixture_id, rows in mixtures.sort_values(["mixture_id", "source"]).groupby("mixture_id", sort=True):
             specs = [
                 SourceSpec(r.path, r["class"], int(r.offset), int(r.length), float(r.gain))
                 for _, r in rows.iterrows()
             ]
-            missing_clip = next((s.path for s in specs if not os.path.isfile(s.path)), None)
-            if missing_clip:
-                raise SGNError(f"{where}: mixture {mixture_id} uses {missing_clip}, which does not exist")
+            self._check_sources(f"{where}: mixture {mixture_id}", specs, headers)
             self.groups.append((int(mixture_id), specs))
+
+    def _check_sources(self, where: str, specs: Sequence[SourceSpec], headers: dict) -> None:
+        """Check one mixture's sources against their clips' headers; set :attr:`sample_rate` from the first."""
+        if specs[0].length < self.stft.n_fft:
+            raise SGNError(f"{where}: length {specs[0].length} is shorter than one STFT window; "
+                           f"expected at least n_fft = {self.stft.n_fft} samples")
+        for spec in specs:
+            if not os.path.isfile(spec.path):
+                raise SGNError(f"{where}: uses {spec.path}, which does not exist")
+            if spec.path not in headers:
+                try:
+                    headers[spec.path] = audio_info(spec.path)
+                except SGNError as err:
+                    raise SGNError(f"{where}: {err}") from None
+            frames, rate, _ = headers[spec.path]
+            if spec.offset + spec.length > frames:
+                raise SGNError(f"{where}: offset {spec.offset} + length {spec.length} past the end of "
+                               f"{spec.path} ({frames} samples)")
+            if self.sample_rate is None:
+                self.sample_rate = rate
+            elif rate != self.sample_rate:
+                raise SGNError(f"{where}: {spec.path} is at {rate} Hz; expected {self.sample_rate} Hz, "
+                               "the rate of the model or of the list's other clips")
 
     def __len__(self) -> int:
         return len(self.groups)

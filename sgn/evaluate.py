@@ -38,7 +38,7 @@ from sgn.checkpoint import load_model
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
 from sgn.metrics import SilentSignalError, evaluate_mixture_batch, scores_frame, summarize
 from sgn.device import resolve_device
-from sgn.utils import SGNError, atomic_path
+from sgn.utils import SGNError, atomic_path, shorten
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,12 @@ def reference_estimator(method: str, stft: STFTSpec, classes: list[str], index: 
 def score_estimator(
     name: str, estimator: Estimator, dataset: FixedMixtureDataset, *, batch_size: int = 8, progress: bool = True
 ) -> pd.DataFrame:
-    """Run ``estimator`` over a fixed list and score every source; one row per source."""
-    records, skipped = [], 0
+    """Run ``estimator`` over a fixed list and score every source; one row per source.
+
+    Raises:
+        SGNError: every mixture was skipped (silent signals), so there is nothing to score.
+    """
+    records, skipped, first_skipped = [], 0, None
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     with torch.no_grad(), tqdm(total=len(dataset), desc=f"evaluate {name}", disable=not progress, unit="mix") as bar:
         for batch in loader:
@@ -146,15 +150,36 @@ def score_estimator(
                 mixture_id, n = int(batch["mixture_id"][i]), int(batch["n_sources"][i])
                 if isinstance(scores, SilentSignalError):
                     skipped += 1  # as Sound-of-Pixels, a silent estimate or reference leaves the mixture out
+                    first_skipped = first_skipped or f"mixture {mixture_id}: {scores}"
                     log.warning("%s: mixture %d skipped (%s)", name, mixture_id, scores)
                     continue
                 classes = [dataset.classes[c] for c in batch["class_ids"][i, :n].tolist()]
                 records.append({"mixture_id": mixture_id, "classes": classes, **scores,
                                 "method": name, "n_sources": n})
             bar.update(len(results))
+    if not records:
+        raise SGNError(f"{name}: all {skipped} mixtures were skipped: silent signals "
+                       f"(first: {first_skipped}); nothing to score")
     if skipped:
         log.warning("%s: %d of %d mixtures skipped for silent signals", name, skipped, len(dataset))
     return scores_frame(records)
+
+
+# The shortest STFT accepted: 9 frequency bins.
+MIN_N_FFT = 16
+
+
+def check_settings(*, n_fft: int = MIN_N_FFT, hop: int = 1, batch_size: int = 1) -> None:
+    """Raise :class:`SGNError` unless ``n_fft >= 16``, ``1 <= hop <= n_fft`` and ``batch_size >= 1`` (integers)."""
+    def whole(value) -> bool:
+        return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+    if not whole(n_fft) or n_fft < MIN_N_FFT:
+        raise SGNError(f"n_fft: got {shorten(n_fft)}; expected a whole number of samples >= {MIN_N_FFT}")
+    if not whole(hop) or not 1 <= hop <= n_fft:
+        raise SGNError(f"hop: got {shorten(hop)}; expected a whole number of samples in 1..n_fft ({n_fft})")
+    if not whole(batch_size) or batch_size < 1:
+        raise SGNError(f"batch_size: got {shorten(batch_size)}; expected a whole number >= 1")
 
 
 def evaluate(
@@ -182,14 +207,19 @@ def evaluate(
 
     Returns:
         One row per source (see :func:`sgn.metrics.scores_frame`) with ``method`` and ``n_sources``.
+
+    Raises:
+        SGNError: a setting out of range (:func:`check_settings`), a bad list, or no
+        mixture that could be scored.
     """
     if (checkpoint is None) == (method is None):
         raise SGNError("evaluate: give exactly one of --checkpoint or --method")
+    check_settings(n_fft=n_fft, hop=hop, batch_size=batch_size)
     frame = read_mixture_list(mixtures)
     if checkpoint is not None:
         device_t = resolve_device(device)
         model, config, _ = load_model(checkpoint, map_location=device_t)
-        dataset = FixedMixtureDataset(frame, model.classes, model.stft)
+        dataset = FixedMixtureDataset(frame, model.classes, model.stft, config.data.sample_rate)
         name = config.model.arch
 
         def estimator(batch):
@@ -218,9 +248,11 @@ def presence_detection(
         (``+``-joined class names), ``precision`` and ``recall`` of the predicted set
         (precision of an empty prediction is 1 by convention), and ``exact`` (sets equal).
     """
+    check_settings(batch_size=batch_size)
     device_t = resolve_device(device)
-    model, _, _ = load_model(checkpoint, map_location=device_t)
-    dataset = FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model.stft)
+    model, config, _ = load_model(checkpoint, map_location=device_t)
+    frame = read_mixture_list(mixtures)
+    dataset = FixedMixtureDataset(frame, model.classes, model.stft, config.data.sample_rate)
     rows = []
     for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
         logits = model(batch["mix_mag"].to(device_t)).presence_logits
@@ -261,6 +293,8 @@ def summary_path(out: str | os.PathLike) -> Path:
 def write_results(frame: pd.DataFrame, out: str | os.PathLike) -> tuple[Path, Path]:
     """Write per-source rows to ``out`` and the summary to ``<out stem>_summary.csv``, atomically."""
     out = Path(out)
+    if frame.empty:
+        raise SGNError(f"{out}: no scored sources to write")
     for path, table in ((out, frame), (summary_path(out), summarize_results(frame))):
         with atomic_path(path) as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 
 from sgn import __version__
-from sgn.audio import audio_info, check_audio, check_sample_rate, read_blocks, resample_blocks
+from sgn.audio import audio_info, check_audio, check_rate, read_blocks, resample_blocks
 from sgn.checkpoint import load_model
 from sgn.device import resolve_device
 from sgn.interface import MaskSeparator
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # Written last into a separation's output folder: stems it does not list are from a
 # run that did not finish.
 SEPARATION_RECORD = "separation.json"
+# A 2-D array with at most this many columns (and more rows) is read as [L, channels].
+MAX_CHANNELS = 8
 
 
 class Separator:
@@ -161,13 +163,13 @@ class Separator:
         """
         wave = np.asarray(mixture, dtype=np.float32)
         if wave.ndim == 2:
-            if wave.shape[0] > wave.shape[1]:  # [L, channels] as soundfile returns it
+            if wave.shape[0] > wave.shape[1] > 0 and wave.shape[1] <= MAX_CHANNELS:  # [L, channels], as soundfile
                 wave = wave.T
             log.info("downmixed %d channels to mono", wave.shape[0])
-            wave = wave.mean(axis=0)
+            wave = wave.mean(axis=0) if wave.size else np.zeros(0, np.float32)
         if wave.ndim != 1:
             raise SGNError(f"mixture: expected [L] or [channels, L] samples, got shape {wave.shape}")
-        check_sample_rate(sample_rate, "sample_rate")
+        check_rate(sample_rate, "sample_rate")
         check_audio(wave, "mixture", min_samples=self._min_samples(sample_rate))
         block = round(self.block_seconds * sample_rate)
         names, stream = self._stream(lambda: (wave[i : i + block] for i in range(0, len(wave), block)),

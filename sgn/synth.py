@@ -40,6 +40,9 @@ Cheveigne & Kawahara, JASA 2002), which shows that the classes differ.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
 import hashlib
 import importlib.util
 import json
@@ -48,7 +51,11 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal as os_signal
+import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,7 +69,7 @@ from tqdm.auto import tqdm
 import sgn
 from sgn.audio import save_audio
 from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
-from sgn.utils import UMASK, SGNError, sha256_file
+from sgn.utils import UMASK, SGNError, sha256_file, shorten
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +77,22 @@ logger = logging.getLogger(__name__)
 DEFAULT_SECONDS = 6.0
 # 80 x 11 clips (88 min, 117 MB) train a small model and take ~20 s of CPU (bench/bench_synth.py).
 DEFAULT_CLIPS_PER_CLASS = 80
-# Shortest clip accepted.
-MIN_SECONDS = 0.1
+# Shortest and longest clip accepted: a worker holds a few copies of a clip in memory.
+MIN_SECONDS, MAX_SECONDS = 0.1, 600.0
+MAX_CLIPS_PER_CLASS = 10_000
+# Every clip's score is composed in the parent first: 50 hours of audio hold ~0.2 GB of scores.
+MAX_TOTAL_SECONDS = 50 * 3600
+# The synthesizer renders at 8-48 kHz (SoundFont samples are recorded at up to 48 kHz).
+MIN_RENDER_RATE, MAX_RENDER_RATE = 8000, 48000
 # A spawned worker takes ~3 s to start (it imports torch through sgn.audio), the time
 # of ~150 clips: by default, one more worker per this many clips.
 CLIPS_PER_WORKER = 300
 FORMAT = "synth_music/1"
+# A worker process uses one thread (numpy's BLAS and torch read these when they load), so
+# `jobs` workers keep to `jobs` cores.
+ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# Linux prctl option: the signal a process receives when its parent dies.
+_PR_SET_PDEATHSIG = 1
 # The keys of synth.json that define the data set (the rest is provenance).
 IDENTITY_KEYS = ("format", "classes", "clips_per_class", "seconds", "sample_rate", "seed", "soundfont")
 # Fractions of each class held out for validation and test; the rest trains.
@@ -604,20 +621,25 @@ def render_synth_music(
     """Render SynthMUSIC into ``out_dir`` (see the module docstring for the layout).
 
     Idempotent: if ``out_dir`` already holds the data set these arguments describe, it
-    is returned without work.
+    is returned without work. The set is staged in ``.<name>.partial-<pid>-*`` beside
+    ``out_dir``; staging left by a killed run (its pid no longer running) is removed.
 
     Args:
         out_dir: folder to create; its parent is created if missing.
-        clips_per_class: at least 3; about 70% train, 15% val, 15% test per class.
-        seconds: length of every clip, at least :data:`MIN_SECONDS`.
-        sample_rate: in Hz, at least 8000; the synthesizer renders at this rate.
+        clips_per_class: 3 .. :data:`MAX_CLIPS_PER_CLASS`; about 70% train, 15% val, 15% test per class.
+        seconds: length of every clip, :data:`MIN_SECONDS` .. :data:`MAX_SECONDS`; all clips
+            together at most :data:`MAX_TOTAL_SECONDS`.
+        sample_rate: in Hz, :data:`MIN_RENDER_RATE` .. :data:`MAX_RENDER_RATE`; the
+            synthesizer renders at this rate.
         seed: non-negative; with the other arguments it fixes every byte written.
         soundfont: a General-MIDI ``.sf2`` file; ``None`` uses :func:`default_soundfont_path`.
         classes: a subset of :data:`sgn.data.MUSIC_CLASSES` (written in that order);
             ``None`` for all 11. A class's clips are the same in any subset.
-        jobs: worker processes; ``None`` for ``min(2, cpu count)``, fewer for small sets
-            (see :data:`CLIPS_PER_WORKER`). Results do not depend on it. Workers are
-            spawned, so a script that calls this needs the ``if __name__ == "__main__":`` guard.
+        jobs: worker processes, at most the CPU count; ``None`` for ``min(2, cpu count)``,
+            fewer for small sets (see :data:`CLIPS_PER_WORKER`). Results do not depend on
+            it. Workers are spawned, so a script that calls this needs the
+            ``if __name__ == "__main__":`` guard. They run one thread each and die with
+            this process, even when it is killed.
         progress: show a progress bar.
 
     Returns:
@@ -630,7 +652,7 @@ def render_synth_music(
     out_dir = Path(out_dir)
     classes = _check_classes(classes)
     seconds, clips_per_class, sample_rate, seed, jobs = _check_numbers(
-        seconds, clips_per_class, sample_rate, seed, jobs
+        seconds, clips_per_class, sample_rate, seed, jobs, len(classes)
     )
     soundfont = Path(soundfont) if soundfont is not None else default_soundfont_path()
     _check_soundfont(soundfont, classes)
@@ -643,6 +665,7 @@ def render_synth_music(
         "seed": seed,
         "soundfont": {"name": soundfont.name, "sha256": sha256_file(soundfont)},
     }
+    _remove_stale_staging(out_dir)
     if _already_rendered(out_dir, settings):
         logger.info("SynthMUSIC already rendered in %s", out_dir)
         return out_dir
@@ -653,7 +676,7 @@ def render_synth_music(
         jobs = min(2, os.cpu_count() or 1, math.ceil(n_clips / CLIPS_PER_WORKER))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Nothing appears at out_dir until every file is written (synth.json last).
-    partial = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    partial = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-", dir=out_dir.parent))
     partial.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; the data set is not
     try:
         tasks, rows = _plan(partial, classes, clips_per_class, seconds, n_samples, sample_rate, seed, soundfont)
@@ -691,23 +714,31 @@ def _check_classes(classes: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(c for c in MUSIC_CLASSES if c in classes)
 
 
-def _check_numbers(seconds, clips_per_class, sample_rate, seed, jobs) -> tuple[float, int, int, int, int | None]:
+def _check_numbers(
+    seconds, clips_per_class, sample_rate, seed, jobs, n_classes
+) -> tuple[float, int, int, int, int | None]:
     def is_int(value) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
     number = isinstance(seconds, (int, float, np.number)) and not isinstance(seconds, bool)
-    if not number or not seconds >= MIN_SECONDS or not math.isfinite(seconds):
-        raise SGNError(f"seconds: expected a positive number of seconds (>= {MIN_SECONDS}), got {seconds!r}")
-    if not is_int(clips_per_class) or clips_per_class < 3:
-        raise SGNError(
-            f"clips_per_class: expected an integer >= 3 (a clip each for train, val and test), got {clips_per_class!r}"
-        )
-    if not is_int(sample_rate) or sample_rate < 8000:
-        raise SGNError(f"sample_rate: expected an integer number of Hz >= 8000, got {sample_rate!r}")
+    if not number or not MIN_SECONDS <= seconds <= MAX_SECONDS:  # NaN fails both comparisons
+        raise SGNError(f"seconds: expected a positive number of seconds in {MIN_SECONDS}..{MAX_SECONDS:g}, "
+                       f"got {shorten(seconds)}")
+    if not is_int(clips_per_class) or not 3 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
+        raise SGNError(f"clips_per_class: expected an integer in 3..{MAX_CLIPS_PER_CLASS} "
+                       f"(a clip each for train, val and test at least), got {shorten(clips_per_class)}")
+    if seconds * clips_per_class * n_classes > MAX_TOTAL_SECONDS:
+        raise SGNError(f"seconds x clips_per_class x classes: {seconds * clips_per_class * n_classes:g} s of audio, "
+                       f"expected at most {MAX_TOTAL_SECONDS} s ({MAX_TOTAL_SECONDS // 3600} h)")
+    if not is_int(sample_rate) or not MIN_RENDER_RATE <= sample_rate <= MAX_RENDER_RATE:
+        raise SGNError(f"sample_rate: expected an integer number of Hz in {MIN_RENDER_RATE}..{MAX_RENDER_RATE}, "
+                       f"got {shorten(sample_rate)}")
     if not is_int(seed) or seed < 0:
-        raise SGNError(f"seed: expected a non-negative integer, got {seed!r}")
-    if jobs is not None and (not is_int(jobs) or jobs < 1):
-        raise SGNError(f"jobs: expected a positive integer or None, got {jobs!r}")
+        raise SGNError(f"seed: expected a non-negative integer, got {shorten(seed)}")
+    cpus = os.cpu_count() or 1
+    if jobs is not None and (not is_int(jobs) or not 1 <= jobs <= cpus):
+        raise SGNError(f"jobs: expected a whole number of processes in 1..{cpus} (the CPU count) or None, "
+                       f"got {shorten(jobs)}")
     return float(seconds), int(clips_per_class), int(sample_rate), int(seed), jobs
 
 
@@ -722,6 +753,32 @@ def _check_soundfont(soundfont: Path, classes: Sequence[str]) -> None:
         program = INSTRUMENTS[name].program
         if synth.sfpreset_name(sfid, 0, program) is None:
             raise SGNError(f"soundfont: {soundfont} has no preset for GM program {program} (0-based) for {name}")
+
+
+def _staging_prefix(out_dir: Path) -> str:
+    """Staging folders of ``out_dir`` are named ``<this><pid>-<random>``, beside it."""
+    return f".{out_dir.name}.partial-"
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Delete the staging folders of ``out_dir`` whose rendering process no longer runs (killed runs)."""
+    prefix = _staging_prefix(out_dir)
+    for folder in map(Path, glob.glob(glob.escape(str(out_dir.parent / prefix)) + "*")):
+        pid, dash, _ = folder.name[len(prefix):].partition("-")
+        if folder.is_dir() and dash and pid.isdigit() and int(pid) > 0 and not _process_exists(int(pid)):
+            logger.info("removing %s, left by a rendering process (pid %s) that no longer runs", folder, pid)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    """True if a process ``pid`` exists (a zombie counts), including another user's."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _already_rendered(out_dir: Path, settings: dict) -> bool:
@@ -788,7 +845,7 @@ def _plan(root, classes, clips_per_class, seconds, n_samples, sample_rate, seed,
 
 
 def _run(tasks: list[_ClipTask], jobs: int, progress: bool) -> None:
-    """Render ``tasks`` in this process (``jobs == 1``) or in ``jobs`` spawned workers."""
+    """Render ``tasks`` in this process (``jobs == 1``) or in ``jobs`` spawned single-threaded workers."""
     bar = tqdm(total=len(tasks), desc="SynthMUSIC", unit="clip", disable=not progress)
     try:
         if jobs == 1:
@@ -797,11 +854,58 @@ def _run(tasks: list[_ClipTask], jobs: int, progress: bool) -> None:
                 bar.update()
             return
         # "spawn": workers never inherit the parent's threads (torch, tqdm) or locks.
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_die_with_parent, initargs=(os.getpid(),))
         try:
-            for _ in pool.map(_render_clip, tasks, chunksize=max(1, min(8, len(tasks) // (4 * jobs)))):
+            with _environment(ONE_THREAD_ENV):  # map submits every chunk now: the workers start here
+                rendered = pool.map(_render_clip, tasks, chunksize=max(1, min(8, len(tasks) // (4 * jobs))))
+            for _ in rendered:
                 bar.update()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)  # no worker writes after cleanup
     finally:
         bar.close()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """Set environment variables (inherited by processes started in the block), then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker when ``parent_pid`` dies, even by ``kill -9``.
+
+    Linux delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
+    daemon thread polls the parent pid. Without this, a killed run's workers live on.
+    """
+    if not _kill_me_with_parent():
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _kill_me_with_parent() -> bool:
+    """Arm ``PR_SET_PDEATHSIG`` with SIGKILL; False where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(os_signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)

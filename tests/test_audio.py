@@ -107,3 +107,122 @@ def test_encode_audio_in_memory_is_compressed_and_decodable():
     assert rate == 11025 and abs(len(back) - len(wave)) < 1100
     with pytest.raises(SGNError, match="NaN"):
         encode_audio(np.array([np.nan], dtype=np.float32), 11025)
+
+
+def one_line(err: pytest.ExceptionInfo, *fragments: str) -> str:
+    """The message of a raised SGNError: one line, short, containing every fragment."""
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 300, text
+    for fragment in fragments:
+        assert fragment in text, text
+    return text
+
+
+@pytest.mark.parametrize("rate", [1, 100, 3999, 192001, 10**7])
+def test_file_rates_outside_the_range_are_refused(tmp_path, rate):
+    import soundfile as sf
+
+    from sgn.audio import audio_info, read_audio_block
+
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(path, np.zeros(64, dtype=np.float32), rate)
+    for read in (lambda: load_audio(path), lambda: load_audio(path, 11025), lambda: audio_info(path),
+                 lambda: read_audio_block(path, 0, 8)):
+        with pytest.raises(SGNError) as err:
+            read()
+        one_line(err, f"r{rate}.wav", f"sample rate {rate} Hz", "4000..192000")
+
+
+@pytest.mark.parametrize("rate", [0, -1, 1, 3999, 192001, 11025.0, "11025", True, None])
+def test_resample_rates_outside_the_range_are_refused(rate):
+    from sgn.audio import StreamResampler
+
+    wave = np.zeros(100, dtype=np.float32)
+    for call in (lambda: resample(wave, rate, 11025), lambda: resample(wave, 11025, rate),
+                 lambda: StreamResampler(rate, 11025), lambda: StreamResampler(11025, rate)):
+        with pytest.raises(SGNError) as err:
+            call()
+        one_line(err, "resample", "4000..192000")
+
+
+def test_load_audio_target_rate_is_checked(tmp_path):
+    path = save_audio(tmp_path / "a.wav", np.zeros(100, dtype=np.float32), 11025)
+    with pytest.raises(SGNError) as err:
+        load_audio(path, 1)
+    one_line(err, "a.wav: target", "sample rate 1 Hz")
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_empty_file_says_0_samples(tmp_path, channels):
+    import soundfile as sf
+
+    sf.write(tmp_path / "empty.wav", np.zeros((0, channels), dtype=np.float32), 11025)
+    for mono in (True, False):
+        with pytest.raises(SGNError) as err:
+            load_audio(tmp_path / "empty.wav", mono=mono)
+        one_line(err, "empty.wav: 0 samples")
+    with pytest.raises(SGNError, match="x: 0 samples, expected at least 1"):
+        check_audio(np.zeros((channels, 0)), "x")
+
+
+@pytest.mark.parametrize("content", [b"", b"RIFF", b"not audio at all", bytes(range(256)) * 4])
+def test_unreadable_files_are_one_line(tmp_path, content):
+    from sgn.audio import audio_info, read_audio_block
+
+    path = tmp_path / "junk.wav"
+    path.write_bytes(content)
+    for read in (lambda: load_audio(path), lambda: audio_info(path), lambda: read_audio_block(path, 0, 8)):
+        with pytest.raises(SGNError) as err:
+            read()
+        one_line(err, "junk.wav: not a readable audio file")
+
+
+def test_read_audio_block_streams_a_file(tmp_path):
+    from sgn.audio import AudioInfo, audio_info, read_audio_block
+
+    rng = np.random.default_rng(0)
+    stereo = rng.uniform(-0.5, 0.5, (2, 10000)).astype(np.float32)
+    path = save_audio(tmp_path / "s.flac", stereo, 22050)
+    assert audio_info(path) == AudioInfo(10000, 22050, 2)
+    whole, _ = load_audio(path, mono=False)
+    blocks = [read_audio_block(path, start, 3000, mono=False) for start in range(0, 10000, 3000)]
+    assert [b.shape for b in blocks] == [(2, 3000)] * 3 + [(2, 1000)]
+    assert np.array_equal(np.concatenate(blocks, axis=1), whole)
+    assert np.array_equal(read_audio_block(path, 2500, 100), whole[:, 2500:2600].mean(axis=0))
+    assert read_audio_block(path, 10000, 100).shape == (0,)
+
+
+@pytest.mark.parametrize("start", [-1, 10001, 10**12])
+def test_read_audio_block_refuses_offsets_outside_the_file(tmp_path, start):
+    from sgn.audio import read_audio_block
+
+    path = save_audio(tmp_path / "a.wav", np.zeros(10000, dtype=np.float32), 11025)
+    with pytest.raises(SGNError) as err:
+        read_audio_block(path, start, 100)
+    one_line(err, "a.wav: offset", "past the end of the file (10000 samples)")
+
+
+@pytest.mark.parametrize("rates", [(44100, 11025), (11025, 44100), (22050, 16000)])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_stream_resampler_matches_resample(rates, channels):
+    from sgn.audio import StreamResampler
+
+    rng = np.random.default_rng(1)
+    wave = (0.3 * rng.standard_normal((channels, 20000))).astype(np.float32)
+    wave = wave[0] if channels == 1 else wave
+    stream = StreamResampler(*rates, channels=channels)
+    starts = range(0, 20000, 3333)
+    parts = [stream.process(wave[..., s : s + 3333], last=s + 3333 >= 20000) for s in starts]
+    streamed = np.concatenate(parts, axis=-1)
+    whole = resample(wave, *rates)
+    assert streamed.shape == whole.shape
+    assert np.allclose(streamed, whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (100, 2), (2, 2, 100)])
+def test_stream_resampler_refuses_blocks_of_another_shape(shape):
+    from sgn.audio import StreamResampler
+
+    with pytest.raises(SGNError) as err:
+        StreamResampler(44100, 11025, channels=2).process(np.zeros(shape, dtype=np.float32))
+    one_line(err, "resample: block of shape")

@@ -1,10 +1,14 @@
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 
 from sgn.audio import STFTSpec
-from sgn.data import (FixedMixtureDataset, MixtureDataset, index_classes, make_mixture_list, parse_n_sources,
-                      read_index, read_mixture_list, write_mixture_list)
+from sgn.cli import main
+from sgn.data import (INDEX_COLUMNS, MIXTURE_COLUMNS, FixedMixtureDataset, MixtureDataset, index_classes,
+                      make_mixture_list, parse_n_sources, read_index, read_mixture_list, read_segment,
+                      write_mixture_list)
 from sgn.utils import SGNError
 
 from conftest import TINY_CLASSES
@@ -26,7 +30,7 @@ def test_read_index_errors(tmp_path, tiny_synth):
     with pytest.raises(SGNError, match="missing columns"):
         read_index(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text("path,class,split,duration_s,sample_rate\nx.wav,cello,dev,1.0,11025\n")
-    with pytest.raises(SGNError, match="unknown split"):
+    with pytest.raises(SGNError, match="row 2, column split: got 'dev'; expected one of train, val, test"):
         read_index(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("path,class,split,duration_s,sample_rate\nx.wav,cello,train,1.0,11025\n")
     with pytest.raises(SGNError, match="do not exist"):
@@ -102,3 +106,205 @@ def test_parse_n_sources(value, expected):
 def test_parse_n_sources_errors(value):
     with pytest.raises(SGNError, match="n_sources"):
         parse_n_sources(value)
+
+
+# ---------------------------------------------------------------- hostile index files and mixture lists
+
+
+def one_line(text: str, *fragments: str) -> None:
+    """An error message is one line under 300 characters and holds every fragment."""
+    assert "\n" not in text and len(text) < 300, text
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """Clips in tmp_path: a.wav, b.wav and silent.wav (2 s at 11025 Hz), fast.wav (2 s at 44100 Hz), junk.wav."""
+    rng = np.random.default_rng(0)
+    for name, rate in (("a", 11025), ("b", 11025), ("fast", 44100)):
+        sf.write(tmp_path / f"{name}.wav", rng.uniform(-0.5, 0.5, 2 * rate).astype(np.float32), rate)
+    sf.write(tmp_path / "silent.wav", np.zeros(2 * 11025, dtype=np.float32), 11025)
+    (tmp_path / "junk.wav").write_bytes(bytes(range(256)) * 8)
+    return tmp_path
+
+
+GOOD_INDEX = [
+    {"path": "a.wav", "class": "cello", "split": "train", "duration_s": "2.0", "sample_rate": "11025"},
+    {"path": "b.wav", "class": "flute", "split": "test", "duration_s": "2.0", "sample_rate": "11025"},
+]
+
+
+def write_csv(path, columns, rows) -> str:
+    """Write rows of raw cell text (no quoting: the cells hold no commas); return the path as text."""
+    path.write_text("\n".join([",".join(columns)] + [",".join(str(r[c]) for c in columns) for r in rows]) + "\n")
+    return str(path)
+
+
+BAD_INDEX_CELLS = [
+    ("path", ""), ("class", ""), ("class", "a/b"), ("class", ".."), ("class", "x" * 500), ("class", "cello flute"),
+    ("split", "dev"), ("split", ""), ("split", "TRAIN"),
+    ("duration_s", ""), ("duration_s", "nan"), ("duration_s", "abc"), ("duration_s", "0"), ("duration_s", "-2"),
+    ("duration_s", "1e-9"), ("duration_s", "1e300"), ("duration_s", "inf"),
+    ("sample_rate", ""), ("sample_rate", "nan"), ("sample_rate", "fast"), ("sample_rate", "0"),
+    ("sample_rate", "-11025"), ("sample_rate", "1"), ("sample_rate", "11025.5"), ("sample_rate", "1e12"),
+]
+
+
+@pytest.mark.parametrize("column,value", BAD_INDEX_CELLS)
+def test_read_index_refuses_bad_cells(clips, column, value, capsys):
+    index = write_csv(clips / "index.csv", INDEX_COLUMNS, [GOOD_INDEX[0], {**GOOD_INDEX[1], column: value}])
+    with pytest.raises(SGNError) as err:
+        read_index(index)
+    where = "index.csv: class" if column == "class" and value else "index.csv: row 3, column " + column
+    one_line(str(err.value), where)
+    # the CLI says the same in one line, exits 2 and writes nothing
+    out = clips / "list.csv"
+    assert main(["data", "mixtures", "--index", index, "--out", str(out), "--count", "1"]) == 2
+    assert capsys.readouterr().err.strip() == f"sgn: error: {err.value}"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        ({"path": "fast.wav"}, "row 3, column sample_rate: got 11025 Hz; expected 44100 Hz"),
+        ({"path": "fast.wav", "sample_rate": "22050"}, "row 3, column sample_rate: got 22050 Hz; expected 44100 Hz"),
+        ({"duration_s": "20"}, "row 3, column duration_s: got 20 s (220500 samples); expected at most 2 s"),
+        ({"duration_s": "2.1"}, "row 3, column duration_s"),
+        ({"path": "junk.wav"}, "row 3, column path: "),
+        ({"path": "missing.wav"}, "1 listed clip(s) do not exist"),
+        ({"path": "."}, "1 listed clip(s) do not exist"),
+    ],
+)
+def test_read_index_checks_each_clip_header(clips, change, fragment):
+    index = write_csv(clips / "index.csv", INDEX_COLUMNS, [GOOD_INDEX[0], {**GOOD_INDEX[1], **change}])
+    with pytest.raises(SGNError) as err:
+        read_index(index)
+    one_line(str(err.value), "index.csv", fragment)
+
+
+def test_read_index_keeps_clips_a_little_shorter_than_listed(clips):
+    index = write_csv(clips / "index.csv", INDEX_COLUMNS, [GOOD_INDEX[0], {**GOOD_INDEX[1], "duration_s": "2.02"}])
+    assert read_index(index)["num_samples"].tolist() == [22050, 22050]  # what the file holds, not 22271
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (b"", "not a readable CSV"),
+        (bytes(range(256)) * 8, ""),
+        (b"\x00\x01\x02,\xff\xfe\n\x00", ""),
+        (b'path,class\n"unterminated', ""),
+    ],
+)
+def test_unreadable_tables_are_one_line(tmp_path, content, fragment):
+    (tmp_path / "t.csv").write_bytes(content)
+    for read in (read_index, read_mixture_list):
+        with pytest.raises(SGNError) as err:
+            read(tmp_path / "t.csv")
+        one_line(str(err.value), "t.csv: ", fragment)
+
+
+def test_header_only_tables_are_refused(tmp_path):
+    for read, columns, what in ((read_index, INDEX_COLUMNS, "index file"),
+                                (read_mixture_list, MIXTURE_COLUMNS, "mixture list")):
+        write_csv(tmp_path / "t.csv", columns, [])
+        with pytest.raises(SGNError) as err:
+            read(tmp_path / "t.csv")
+        one_line(str(err.value), f"t.csv: the {what} has a header but no rows")
+
+
+GOOD_LIST = [
+    {"mixture_id": 0, "n_sources": 2, "source": 0, "class": "cello", "path": "a.wav", "offset": 0, "length": 4096,
+     "gain": 1.0},
+    {"mixture_id": 0, "n_sources": 2, "source": 1, "class": "flute", "path": "b.wav", "offset": 100, "length": 4096,
+     "gain": 0.5},
+]
+BAD_LIST_CELLS = [
+    ("path", ""), ("class", ""), ("class", "../x"), ("class", "a b"),
+    ("mixture_id", ""), ("mixture_id", "x"), ("mixture_id", "-1"), ("mixture_id", "0.5"), ("mixture_id", "1e300"),
+    ("n_sources", "0"), ("n_sources", "two"), ("n_sources", "nan"),
+    ("source", "-1"), ("source", "1.5"), ("source", ""),
+    ("offset", ""), ("offset", "ten"), ("offset", "-5"), ("offset", "2.5"), ("offset", "inf"), ("offset", "1e300"),
+    ("length", ""), ("length", "0"), ("length", "-4096"), ("length", "0.5"), ("length", "long"),
+    ("gain", ""), ("gain", "nan"), ("gain", "inf"), ("gain", "-1"), ("gain", "0"), ("gain", "1e-9"), ("gain", "1e9"),
+    ("gain", "loud"),
+]
+
+
+@pytest.mark.parametrize("column,value", BAD_LIST_CELLS)
+def test_read_mixture_list_refuses_bad_cells(clips, column, value, capsys):
+    mixtures = write_csv(clips / "list.csv", MIXTURE_COLUMNS, [GOOD_LIST[0], {**GOOD_LIST[1], column: value}])
+    with pytest.raises(SGNError) as err:
+        read_mixture_list(mixtures)
+    where = "list.csv: class" if column == "class" and value else "list.csv: row 3, column " + column
+    one_line(str(err.value), where)
+    out = clips / "results.csv"
+    assert main(["evaluate", "--method", "irm", "--mixtures", mixtures, "--n-fft", "254", "--hop", "64",
+                 "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"sgn: error: {err.value}"
+    assert not out.exists() and not (clips / "results_summary.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "rows,fragment",
+    [
+        ([{"n_sources": 3}, {}], "mixture 0: rows disagree on n_sources [2, 3]"),
+        ([{}], "mixture 0: source numbers [0] for n_sources 2; expected 0..1, each once"),
+        ([{"n_sources": 3}, {"n_sources": 3}], "source numbers [0, 1] for n_sources 3"),
+        ([{}, {"source": 0}], "source numbers [0, 0]"),
+        ([{}, {"source": 2}], "source numbers [0, 2]"),
+        ([{}, {}, {"source": 2, "class": "tuba"}], "source numbers [0, 1, 2] for n_sources 2"),
+        ([{}, {"length": 2048}], "mixture 0: sources of lengths [2048, 4096]; expected one length"),
+        ([{}, {"class": "cello"}], "mixture 0: two sources of class 'cello'"),
+    ],
+)
+def test_read_mixture_list_refuses_bad_mixtures(clips, rows, fragment):
+    rows = [{**GOOD_LIST[min(i, 1)], **change} for i, change in enumerate(rows)]
+    with pytest.raises(SGNError) as err:
+        read_mixture_list(write_csv(clips / "list.csv", MIXTURE_COLUMNS, rows))
+    one_line(str(err.value), "list.csv: ", fragment)
+
+
+@pytest.mark.parametrize(
+    "change,fragment",
+    [
+        ({"offset": 20000}, "mixture 0: offset 20000 + length 4096 past the end of "),
+        ({"offset": 10**9}, "past the end of "),
+        ({"offset": 17955}, "(22050 samples)"),
+        ({"path": "missing.wav"}, "mixture 0: uses "),
+        ({"path": "junk.wav"}, "junk.wav: not a readable audio file"),
+        ({"path": "fast.wav"}, "fast.wav is at 44100 Hz; expected 11025 Hz"),
+    ],
+)
+def test_fixed_mixture_dataset_checks_clips(clips, change, fragment):
+    mixtures = write_csv(clips / "list.csv", MIXTURE_COLUMNS, [GOOD_LIST[0], {**GOOD_LIST[1], **change}])
+    with pytest.raises(SGNError) as err:
+        FixedMixtureDataset(mixtures, ["cello", "flute"], STFT)
+    one_line(str(err.value), "list.csv: ", fragment)
+
+
+@pytest.mark.parametrize("length", [1, 100, 253])
+def test_fixed_mixture_dataset_needs_one_stft_window(clips, length):
+    rows = [{**row, "length": length} for row in GOOD_LIST]
+    with pytest.raises(SGNError) as err:
+        FixedMixtureDataset(write_csv(clips / "list.csv", MIXTURE_COLUMNS, rows), ["cello", "flute"], STFT)
+    one_line(str(err.value), f"length {length} is shorter than one STFT window; expected at least n_fft = 254")
+
+
+def test_fixed_mixture_dataset_checks_the_models_rate(clips):
+    mixtures = write_csv(clips / "list.csv", MIXTURE_COLUMNS, GOOD_LIST)
+    assert FixedMixtureDataset(mixtures, ["cello", "flute"], STFT).sample_rate == 11025
+    with pytest.raises(SGNError) as err:
+        FixedMixtureDataset(mixtures, ["cello", "flute"], STFT, sample_rate=22050)
+    one_line(str(err.value), "a.wav is at 11025 Hz; expected 22050 Hz")
+
+
+@pytest.mark.parametrize("offset", [-1, 22051, 10**12])
+def test_read_segment_reports_offsets_past_the_end(clips, offset):
+    with pytest.raises(SGNError) as err:
+        read_segment(str(clips / "a.wav"), offset, 100)
+    one_line(str(err.value), "a.wav: offset", "past the end of the file (22050 samples)")
+    assert "not a readable" not in str(err.value)
+    assert read_segment(str(clips / "a.wav"), 22000, 100)[50:].tolist() == [0.0] * 50  # padded past the end

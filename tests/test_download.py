@@ -369,7 +369,7 @@ def test_music_fetches_videos_and_records_the_missing_one(music_prepared):
     missing = pd.read_csv(root / "music" / "missing.csv")
     assert list(missing["video_id"]) == ["gone1"] and "404" in missing["reason"].iloc[0]
     duets = read_index(root / "music" / "duets.csv")
-    assert set(duets["class"]) == {"flute violin"} and set(duets["split"]) == {"test"}
+    assert set(duets["class"]) == {"flute+violin"} and set(duets["split"]) == {"test"}
     record = json.loads((root / "music" / "prepare.json").read_text())
     assert record["status"] == "complete" and record["counts"]["videos_missing"] == 1
 
@@ -406,7 +406,7 @@ def vggsound_prepared(tmp_path_factory):
 
 def test_vggsound_fetches_sections_and_holds_out_val(vggsound_prepared):
     index = read_index(vggsound_prepared / "vggsound" / "index.csv")
-    assert set(index["class"]) == {"dog barking", "male speech, man speaking"}
+    assert set(index["class"]) == {"dog_barking", "male_speech_man_speaking"}  # labels made safe file names
     for _, clips in index.groupby("class"):
         assert set(clips["split"]) >= {"train", "val"}
     starts = {video: start for video, start, *_ in VGGSOUND_ROWS}

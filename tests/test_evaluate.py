@@ -175,3 +175,58 @@ def test_score_padded_batch_on_cuda_equals_cpu():
     for cpu, gpu in zip(on_cpu, on_gpu):
         for key in cpu:
             np.testing.assert_allclose(gpu[key], cpu[key], atol=1e-6, rtol=0, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    "settings,fragment",
+    [
+        ({"n_fft": 0}, "n_fft: got 0; expected a whole number of samples >= 16"),
+        ({"n_fft": -1}, "n_fft: got -1"),
+        ({"n_fft": 15}, "n_fft: got 15"),
+        ({"n_fft": 254.0}, "n_fft: got 254.0"),
+        ({"n_fft": "254"}, "n_fft: got '254'"),
+        ({"hop": 0}, "hop: got 0; expected a whole number of samples in 1..n_fft (254)"),
+        ({"hop": -64}, "hop: got -64"),
+        ({"hop": 255}, "hop: got 255"),
+        ({"hop": None}, "hop: got None"),
+        ({"batch_size": 0}, "batch_size: got 0; expected a whole number >= 1"),
+        ({"batch_size": -8}, "batch_size: got -8"),
+        ({"batch_size": 2.5}, "batch_size: got 2.5"),
+        ({"batch_size": True}, "batch_size: got True"),
+    ],
+)
+def test_evaluate_refuses_bad_settings(tiny_test_list, settings, fragment):
+    with pytest.raises(SGNError) as err:
+        evaluate(tiny_test_list, method="irm", **{"n_fft": 254, "hop": 64, **settings}, progress=False)
+    assert "\n" not in str(err.value) and fragment in str(err.value)
+
+
+@pytest.mark.parametrize("flag,value", [("--n-fft", "0"), ("--hop", "0"), ("--hop", "2000"), ("--batch-size", "0")])
+def test_cli_evaluate_bad_settings_write_nothing(tiny_test_list, tmp_path, capsys, flag, value):
+    out = tmp_path / "irm.csv"
+    assert main(["evaluate", "--method", "irm", "--mixtures", str(tiny_test_list), flag, value,
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sgn: error: ") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("n_mixtures", [1, 3])
+def test_all_mixtures_skipped_is_one_error_and_writes_nothing(tmp_path, capsys, n_mixtures):
+    import soundfile as sf
+
+    sf.write(tmp_path / "silent.wav", np.zeros(8192, dtype=np.float32), 11025)
+    sf.write(tmp_path / "tone.wav", 0.5 * np.sin(np.arange(8192) / 3).astype(np.float32), 11025)
+    rows = [f"{m},2,{s},{c},{p},0,4096,1.0" for m in range(n_mixtures)
+            for s, (c, p) in enumerate([("cello", "silent.wav"), ("flute", "tone.wav")])]
+    (tmp_path / "list.csv").write_text("mixture_id,n_sources,source,class,path,offset,length,gain\n"
+                                       + "\n".join(rows) + "\n")
+    out = tmp_path / "out" / "irm.csv"
+    assert main(["evaluate", "--method", "irm", "--mixtures", str(tmp_path / "list.csv"), "--n-fft", "254",
+                 "--hop", "64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"sgn: error: irm: all {n_mixtures} mixtures were skipped: silent signals (first: mixture 0")
+    assert len(err) < 300 and not (tmp_path / "out").exists()
+    with pytest.raises(SGNError, match="no scored sources"):
+        write_results(pd.DataFrame(), out)
+    assert not (tmp_path / "out").exists()

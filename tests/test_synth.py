@@ -129,11 +129,27 @@ def _bad_soundfont(tmp_path: Path) -> Path:
         ({"soundfont": "."}, r"soundfont: .* is not a file \(expected a .sf2 file\)"),
         ({"seconds": 0}, r"seconds: expected a positive number"),
         ({"seconds": -1.0}, r"seconds: expected a positive number"),
-        ({"clips_per_class": 2}, r"clips_per_class: expected an integer >= 3"),
-        ({"sample_rate": 0}, r"sample_rate: expected an integer number of Hz >= 8000"),
-        ({"sample_rate": 4000}, r"sample_rate: expected an integer number of Hz >= 8000"),
+        ({"seconds": 0.05}, r"seconds: expected a positive number of seconds in 0.1..600, got 0.05"),
+        ({"seconds": 601}, r"seconds: .* in 0.1..600, got 601"),
+        ({"seconds": 100000}, r"seconds: .* got 100000"),
+        ({"seconds": float("inf")}, r"seconds: .* got inf"),
+        ({"seconds": float("nan")}, r"seconds: .* got nan"),
+        ({"seconds": "6"}, r"seconds: .* got '6'"),
+        ({"seconds": True}, r"seconds: .* got True"),
+        ({"clips_per_class": 2}, r"clips_per_class: expected an integer in 3..10000"),
+        ({"clips_per_class": 10001}, r"clips_per_class: expected an integer in 3..10000 .*got 10001"),
+        ({"clips_per_class": 10**12}, r"clips_per_class: .*got 1000000000000"),
+        ({"clips_per_class": 5.0}, r"clips_per_class: .*got 5.0"),
+        ({"seconds": 600, "clips_per_class": 200}, r"seconds x clips_per_class x classes: 240000 s of audio, .*"),
+        ({"sample_rate": 0}, r"sample_rate: expected an integer number of Hz in 8000..48000"),
+        ({"sample_rate": 4000}, r"sample_rate: expected an integer number of Hz in 8000..48000"),
+        ({"sample_rate": 96000}, r"sample_rate: .* got 96000"),
+        ({"sample_rate": 11025.0}, r"sample_rate: .* got 11025.0"),
         ({"seed": -1}, r"seed: expected a non-negative integer"),
-        ({"jobs": 0}, r"jobs: expected a positive integer"),
+        ({"seed": "x" * 1000}, r"seed: expected a non-negative integer, got 'xxx.*\.\.\.$"),
+        ({"jobs": 0}, r"jobs: expected a whole number of processes in 1\.\.\d+ \(the CPU count\)"),
+        ({"jobs": 10**6}, r"jobs: .* got 1000000"),
+        ({"jobs": 2.0}, r"jobs: .* got 2.0"),
     ],
 )
 def test_invalid_arguments(tmp_path, change, match):
@@ -141,8 +157,9 @@ def test_invalid_arguments(tmp_path, change, match):
         change = {**change, "soundfont": change["soundfont"](tmp_path)}
     elif "soundfont" in change:
         change = {**change, "soundfont": tmp_path / change["soundfont"]}
-    with pytest.raises(SGNError, match=match):
+    with pytest.raises(SGNError, match=match) as err:
         render_synth_music(tmp_path / "out", **{**TINY, **change})
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
     assert not (tmp_path / "out").exists()
 
 
@@ -216,3 +233,91 @@ def test_erhu_slides_and_vibrato_bend_the_pitch():
     cents = (synth._pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * synth.BEND_RANGE
     assert cents.min() < -50 or cents.max() > 50  # a slide of at least half a semitone
     assert np.mean(np.abs(cents) > 10) > 0.2  # vibrato on much of the clip
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_stale_staging_is_removed_only_when_its_process_is_dead(tmp_path):
+    import os
+
+    dead = _dead_pid()
+    names = {
+        f".set.partial-{dead}-abc": False,  # killed run of this set: removed
+        f".set.partial-{os.getpid()}-abc": True,  # a running render
+        ".set.partial-1-abc": True,  # pid 1 runs (and is not ours to judge)
+        ".set.partial-abc": True,  # no pid: not this kind of staging
+        f".other.partial-{dead}-abc": True,  # another set's
+        f".set.partial-{dead}": True,  # not a staging name
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.wav").write_bytes(b"")
+    synth._remove_stale_staging(tmp_path / "set")
+    assert {name: (tmp_path / name).exists() for name in names} == names
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's zombie waits for init to reap it)."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_kill_9_leaves_no_worker_and_the_next_run_cleans_up(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "sgn.cli", "-q", "data", "synth", "--out", str(out), "--classes", "tuba,flute",
+           "--clips-per-class", "40", "--seconds", "2", "--jobs", "2"]
+    # No pipes: a surviving worker would hold them open and hang the test.
+    run = subprocess.Popen(cmd, cwd=Path(sgn.__file__).parent.parent, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(workers) < 2 or not list(tmp_path.glob(".set.partial-*/*/*.wav")):
+            assert run.poll() is None and time.monotonic() < deadline, "the run ended before its workers rendered"
+            workers = [p for p in _children(run.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            time.sleep(0.05)
+        helpers = _children(run.pid)  # the workers and multiprocessing's resource tracker
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_running, helpers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p in helpers if _running(p)], "processes outlived the killed run"
+    finally:
+        for pid in [run.pid, *workers]:  # never leave this test's processes behind, even when it fails
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    staging = list(tmp_path.glob(f".set.partial-{run.pid}-*"))
+    assert len(staging) == 1 and not out.exists()
+    render_synth_music(out, jobs=1, **TINY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]

@@ -20,8 +20,9 @@ video share its split): in the order of the sha1 of the ids, 10% of a class's vi
 the list only, never on which videos are still online.
 
 Duets are natural mixtures without references, so they cannot be training sources:
-they are prepared into ``duets.csv`` (same columns; ``class`` holds both instruments,
-as in the list; split ``test``) for listening tests with ``sgn separate``.
+they are prepared into ``duets.csv`` (same columns; ``class`` names both instruments
+joined by ``+``, ``flute+violin`` for the list's ``"flute violin"``, a name that is safe
+as a file name; split ``test``) for listening tests with ``sgn separate``.
 
 Prepared layout in ``ROOT/music/`` (or ``ROOT/music21/``)::
 
@@ -84,7 +85,8 @@ class Music(DataSet):
             for label, ids in read_video_list(path).items():
                 folder = f"{subset}/{label.replace(' ', '_')}"
                 splits = hash_split(ids, HELD_OUT) if subset == "solo" else dict.fromkeys(ids, "test")
-                items += [Listed(Video(f"{folder}/{i}", i), label, splits[i]) for i in dict.fromkeys(ids)]
+                name = label.replace(" ", "+")  # a duet's two instruments; no space in class names
+                items += [Listed(Video(f"{folder}/{i}", i), name, splits[i]) for i in dict.fromkeys(ids)]
             listed[subset] = cap_per_class(items, opts.max_per_class)
         return listed
 

@@ -2,7 +2,10 @@
 
 Id list: ``vggsound.csv`` from the authors' GitHub repository (hche11/VGGSound), no
 header, one clip per row: YouTube id, start second, label, ``train``/``test``.
-Labels may contain commas (quoted), e.g. ``"male speech, man speaking"``.
+Labels may contain commas (quoted), e.g. ``"male speech, man speaking"``; the index's
+``class`` is the label with runs of non-alphanumerics as ``_``, lower case
+(``male_speech_man_speaking``), a name that is safe as a file name (class names become
+the file names of ``sgn separate``) and is the clips' folder.
 
 For each row yt-dlp fetches only the 10 seconds from the start second
 (:mod:`sgn.download.youtube`); the clip is kept whole (at most 10 s).
@@ -16,7 +19,7 @@ Prepared layout in ``ROOT/vggsound/``::
     index.csv       one row per clip; extra columns: video_id, offset_s (= start second), gain
     missing.csv     clips that could not be fetched, with yt-dlp's reason
     prepare.json    settings, list URL, counts
-    <label with non-alphanumerics as _>/<id>_<start:06d>_000.wav
+    <class>/<id>_<start:06d>_000.wav
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ class VGGSound(DataSet):
                 continue
             name = f"{video_id}_{start:06d}"
             key = f"{_folder(label)}/{name}"
-            listed[key] = Listed(Video(key, video_id, start, start + CLIP_SECONDS), label, val.get(name, split))
+            video = Video(key, video_id, start, start + CLIP_SECONDS)
+            listed[key] = Listed(video, _folder(label), val.get(name, split))
         return cap_per_class(list(listed.values()), opts.max_per_class)
 
     def plan(self, opts: Options) -> list[Planned]:
