@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgn.config import TrainConfig, load_config, save_config, to_dict
+from sgn.prepared import RECORD, read_provenance
 from sgn.utils import SGNError, atomic_write_text, shorten
 
 log = logging.getLogger(__name__)
 
 # The modules every architecture's weights depend on, besides its own module.
 SHARED_MODULES = ("sgn.interface", "sgn.loss", "sgn.train", "sgn.data", "sgn.audio", "sgn.metrics")
-# Preparation records beside an index.csv (keys that change on every write are left out).
-PROVENANCE_FILES = ("prepare.json", "synth.json")
+# Keys of a preparation record that change on every write, left out of its identity.
 VOLATILE_KEYS = ("written",)
 STALE_POLICIES = ("refuse", "retrain")
 
@@ -51,19 +51,13 @@ def code_files(arch: str) -> dict[str, str]:
 
 
 def data_identity(index_path: str | Path) -> dict[str, str]:
-    """``{file: sha256}`` of a data set's ``index.csv`` and its preparation record."""
+    """``{file: sha256}`` of a data set's ``index.csv`` and its preparation record (``prepare.json``)."""
     index_path = Path(index_path)
     identity = {"index.csv": _file_sha(index_path)}
-    for name in PROVENANCE_FILES:
-        record_path = index_path.parent / name
-        if record_path.is_file():
-            try:
-                record = json.loads(record_path.read_text())
-            except ValueError:
-                raise SGNError(f"{record_path}: not valid JSON; prepare the data set again") from None
-            if isinstance(record, dict):
-                record = {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
-            identity[name] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    record = read_provenance(index_path.parent)
+    if record is not None:
+        stable = {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
+        identity[RECORD] = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
     return identity
 
 

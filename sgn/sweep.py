@@ -64,6 +64,7 @@ import yaml
 import sgn
 from sgn.notebooks import DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters, run_notebook
 from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, read_yaml, sha256_file
+from sgn.workers import worker_pool
 
 log = logging.getLogger("sgn")
 
@@ -255,24 +256,15 @@ def _execute_point(notebook: str, point_dir: str, params: dict, kernel_name: str
 Task = tuple[str, tuple[str, str, dict, str]]  # (point_id, arguments of _execute_point)
 
 
-def _share_cores(threads: int) -> None:
-    """Give each of ``jobs`` parallel points (and the kernel it starts) its share of the cores:
-    several points with one thread per core each would oversubscribe them many times."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-
-
 def _run_local(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict]]:
     if jobs == 1:  # in this process: no start-up cost, and a debugger sees the call
         for pid, args in tasks:
             yield pid, _execute_point(*args)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
-    # spawn, not fork: the caller may hold threads (a progress bar, a notebook kernel client)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_share_cores, initargs=(threads,)) as pool:
+    # each point (and the kernel it starts) gets its share of the cores
+    with worker_pool(jobs, threads=max(1, (os.cpu_count() or 1) // jobs)) as pool:
         futures = {pool.submit(_execute_point, *args): pid for pid, args in tasks}
         for future in as_completed(futures):
             try:

@@ -25,13 +25,15 @@ What one clip is:
 
 Every clip draws from its own random generator, seeded by ``(seed, class, clip)``, so
 the files do not depend on the order or the number of worker processes, and the same
-arguments give byte-identical files. The set is written to a hidden sibling folder and
-renamed onto ``out_dir`` only when complete.
+arguments give byte-identical files. The set is written as every data set is
+(:mod:`sgn.prepared`): into a hidden sibling folder renamed onto ``out_dir`` only when
+complete, with a record whose settings decide whether a later call can reuse it.
 
 Layout of ``out_dir``::
 
     index.csv                      path,class,split,duration_s,sample_rate,...
-    synth.json                     arguments, SoundFont name and sha256, format
+    prepare.json                   settings (arguments, SoundFont sha256, format, renderer
+                                   version), instruments, counts (sgn.prepared)
     <class>/<class>_<NNNN>.wav     mono 16-bit PCM
 
 :func:`describe_clip` measures a clip's spectral centroid and pitch range (YIN, de
@@ -40,23 +42,11 @@ Cheveigne & Kawahara, JASA 2002), which shows that the classes differ.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import glob
 import hashlib
 import importlib.util
-import json
 import logging
 import math
-import multiprocessing
 import os
-import shutil
-import signal as os_signal
-import sys
-import tempfile
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -66,10 +56,11 @@ import pandas as pd
 from scipy import signal
 from tqdm.auto import tqdm
 
-import sgn
 from sgn.audio import save_audio
 from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
-from sgn.utils import UMASK, SGNError, sha256_file, shorten
+from sgn.prepared import settings_match, write_provenance
+from sgn.utils import SGNError, sha256_file, shorten, staged_dir
+from sgn.workers import worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +79,10 @@ MIN_RENDER_RATE, MAX_RENDER_RATE = 8000, 48000
 # of ~150 clips: by default, one more worker per this many clips.
 CLIPS_PER_WORKER = 300
 FORMAT = "synth_music/1"
-# A worker process uses one thread (numpy's BLAS and torch read these when they load), so
-# `jobs` workers keep to `jobs` cores.
-ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-# Linux prctl option: the signal a process receives when its parent dies.
-_PR_SET_PDEATHSIG = 1
-# The keys of synth.json that define the data set (the rest is provenance).
-IDENTITY_KEYS = ("format", "classes", "clips_per_class", "seconds", "sample_rate", "seed", "soundfont")
+# The renderer's version, part of a set's identity: bump it whenever the same arguments
+# would render other bytes (tests/test_synth.py holds the bytes of this version), so a
+# set rendered by an older renderer is never taken for the current one.
+RENDERER_VERSION = 1
 # Fractions of each class held out for validation and test; the rest trains.
 HELD_OUT_FRACTION = 0.15
 # Longest rest in a melody, so that every clip sounds throughout.
@@ -621,8 +609,9 @@ def render_synth_music(
     """Render SynthMUSIC into ``out_dir`` (see the module docstring for the layout).
 
     Idempotent: if ``out_dir`` already holds the data set these arguments describe, it
-    is returned without work. The set is staged in ``.<name>.partial-<pid>-*`` beside
-    ``out_dir``; staging left by a killed run (its pid no longer running) is removed.
+    is returned without work; one with other settings (or from another renderer version)
+    is refused. The set is staged in ``.<name>.partial-<pid>-*`` beside ``out_dir``;
+    staging left by a killed run (its pid no longer running) is removed.
 
     Args:
         out_dir: folder to create; its parent is created if missing.
@@ -658,6 +647,7 @@ def render_synth_music(
     _check_soundfont(soundfont, classes)
     settings = {
         "format": FORMAT,
+        "renderer": RENDERER_VERSION,
         "classes": list(classes),
         "clips_per_class": clips_per_class,
         "seconds": seconds,
@@ -665,8 +655,7 @@ def render_synth_music(
         "seed": seed,
         "soundfont": {"name": soundfont.name, "sha256": sha256_file(soundfont)},
     }
-    _remove_stale_staging(out_dir)
-    if _already_rendered(out_dir, settings):
+    if settings_match(out_dir, settings):
         logger.info("SynthMUSIC already rendered in %s", out_dir)
         return out_dir
 
@@ -674,28 +663,15 @@ def render_synth_music(
     n_clips = len(classes) * clips_per_class
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1, math.ceil(n_clips / CLIPS_PER_WORKER))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Nothing appears at out_dir until every file is written (synth.json last).
-    partial = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out_dir)}{os.getpid()}-", dir=out_dir.parent))
-    partial.chmod(0o777 & ~UMASK)  # mkdtemp makes it private; the data set is not
-    try:
+    # Nothing appears at out_dir until every file is written (prepare.json last).
+    with staged_dir(out_dir) as partial:
         tasks, rows = _plan(partial, classes, clips_per_class, seconds, n_samples, sample_rate, seed, soundfont)
         _run(tasks, min(jobs, n_clips), progress)
         index = pd.DataFrame(rows)
         index.to_csv(partial / "index.csv", index=False, lineterminator="\n", float_format="%.6f")
         instruments = {name: asdict(INSTRUMENTS[name]) for name in classes}
-        provenance = {**settings, "sgn_version": sgn.__version__, "instruments": instruments}
-        (partial / "synth.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-        try:
-            if out_dir.is_dir():
-                out_dir.rmdir()  # empty (checked by _already_rendered)
-            os.replace(partial, out_dir)
-        except OSError:
-            # Another process may have finished the same set first.
-            if not _already_rendered(out_dir, settings):
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        write_provenance(partial, "synth_music", settings, instruments=instruments,
+                         counts={"clips": len(rows), "clips_per_split": index["split"].value_counts().to_dict()})
     minutes = len(rows) * n_samples / sample_rate / 60
     logger.info("SynthMUSIC: %d clips (%.1f min of audio) written to %s", len(rows), minutes, out_dir)
     return out_dir
@@ -755,60 +731,6 @@ def _check_soundfont(soundfont: Path, classes: Sequence[str]) -> None:
             raise SGNError(f"soundfont: {soundfont} has no preset for GM program {program} (0-based) for {name}")
 
 
-def _staging_prefix(out_dir: Path) -> str:
-    """Staging folders of ``out_dir`` are named ``<this><pid>-<random>``, beside it."""
-    return f".{out_dir.name}.partial-"
-
-
-def _remove_stale_staging(out_dir: Path) -> None:
-    """Delete the staging folders of ``out_dir`` whose rendering process no longer runs (killed runs)."""
-    prefix = _staging_prefix(out_dir)
-    for folder in map(Path, glob.glob(glob.escape(str(out_dir.parent / prefix)) + "*")):
-        pid, dash, _ = folder.name[len(prefix):].partition("-")
-        if folder.is_dir() and dash and pid.isdigit() and int(pid) > 0 and not _process_exists(int(pid)):
-            logger.info("removing %s, left by a rendering process (pid %s) that no longer runs", folder, pid)
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    """True if a process ``pid`` exists (a zombie counts), including another user's."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _already_rendered(out_dir: Path, settings: dict) -> bool:
-    """True if ``out_dir`` holds exactly this data set, False if it is absent or empty.
-
-    Raises:
-        SGNError: ``out_dir`` holds something else.
-    """
-    if not out_dir.exists():
-        return False
-    if not out_dir.is_dir():
-        raise SGNError(f"{out_dir}: exists and is not a directory; choose another output folder")
-    meta = out_dir / "synth.json"
-    if not meta.is_file():
-        if any(out_dir.iterdir()):
-            raise SGNError(f"{out_dir}: not empty and holds no synth.json; choose another output folder")
-        return False
-    try:
-        found = json.loads(meta.read_text())
-    except (OSError, ValueError) as err:
-        raise SGNError(f"{meta}: unreadable ({err}); delete {out_dir} or choose another folder") from None
-    differ = [f"{k} {found.get(k)!r} != {settings[k]!r}" for k in IDENTITY_KEYS if found.get(k) != settings[k]]
-    if differ:
-        raise SGNError(
-            f"{out_dir}: holds a different SynthMUSIC data set ({'; '.join(differ)}); "
-            "delete it or choose another folder"
-        )
-    return True
-
-
 def _plan(root, classes, clips_per_class, seconds, n_samples, sample_rate, seed, soundfont):
     """Compose every clip (in this process, to check melodies are unique) and its index row.
 
@@ -845,67 +767,13 @@ def _plan(root, classes, clips_per_class, seconds, n_samples, sample_rate, seed,
 
 
 def _run(tasks: list[_ClipTask], jobs: int, progress: bool) -> None:
-    """Render ``tasks`` in this process (``jobs == 1``) or in ``jobs`` spawned single-threaded workers."""
-    bar = tqdm(total=len(tasks), desc="SynthMUSIC", unit="clip", disable=not progress)
-    try:
+    """Render ``tasks`` in this process (``jobs == 1``) or in ``jobs`` single-threaded workers."""
+    with tqdm(total=len(tasks), desc="SynthMUSIC", unit="clip", disable=not progress) as bar:
         if jobs == 1:
             for task in tasks:
                 _render_clip(task)
                 bar.update()
             return
-        # "spawn": workers never inherit the parent's threads (torch, tqdm) or locks.
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_die_with_parent, initargs=(os.getpid(),))
-        try:
-            with _environment(ONE_THREAD_ENV):  # map submits every chunk now: the workers start here
-                rendered = pool.map(_render_clip, tasks, chunksize=max(1, min(8, len(tasks) // (4 * jobs))))
-            for _ in rendered:
+        with worker_pool(jobs) as pool:
+            for _ in pool.map(_render_clip, tasks, chunksize=max(1, min(8, len(tasks) // (4 * jobs)))):
                 bar.update()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)  # no worker writes after cleanup
-    finally:
-        bar.close()
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """Set environment variables (inherited by processes started in the block), then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Pool initializer: end this worker when ``parent_pid`` dies, even by ``kill -9``.
-
-    Linux delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
-    daemon thread polls the parent pid. Without this, a killed run's workers live on.
-    """
-    if not _kill_me_with_parent():
-        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(1)
-
-
-def _kill_me_with_parent() -> bool:
-    """Arm ``PR_SET_PDEATHSIG`` with SIGKILL; False where prctl is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_PDEATHSIG, int(os_signal.SIGKILL), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _exit_when_orphaned(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(1)

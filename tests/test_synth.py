@@ -30,7 +30,13 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def files_of(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """The data set's files (its clips and index; not the record, which holds the time it was written)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "prepare.json"}
+
+
+# sha256 of the tiny set's clips and index as RENDERER_VERSION renders them (see the test).
+RENDERED_BYTES = {1: "ce9849b52bbb5e67e563910c30b06ec01b85423fc72e8875316b756a6faed0c9"}
 
 
 def test_layout_and_index(tiny):
@@ -58,14 +64,26 @@ def test_audio_is_mono_pcm16_finite_unclipped_and_sounding(tiny):
         assert np.mean(level > 10 ** (-30 / 20)) >= 0.9, path
 
 
-def test_synth_json_records_arguments_and_soundfont(tiny):
-    meta = json.loads((tiny / "synth.json").read_text())
-    assert meta["format"] == "synth_music/1"
+def test_record_holds_the_settings_renderer_and_soundfont(tiny):
+    record = json.loads((tiny / "prepare.json").read_text())
+    meta = record["settings"]
+    assert record["dataset"] == "synth_music" and meta["format"] == "synth_music/1"
+    assert meta["renderer"] == synth.RENDERER_VERSION
     assert meta["classes"] == ["flute", "tuba"]
     assert (meta["clips_per_class"], meta["seconds"], meta["sample_rate"], meta["seed"]) == (3, 1.0, RATE, 7)
     assert meta["soundfont"] == {"name": "TimGM6mb.sf2", "sha256": sha256_file(default_soundfont_path())}
-    assert meta["sgn_version"] == sgn.__version__
-    assert str(tiny.parent) not in (tiny / "synth.json").read_text()
+    assert record["sgn_version"] == sgn.__version__ and set(record["instruments"]) == {"flute", "tuba"}
+    assert str(tiny.parent) not in (tiny / "prepare.json").read_text()
+
+
+def test_renderer_version_names_the_bytes_it_renders(tiny):
+    """A renderer whose output changed must say so: bump RENDERER_VERSION and record the new bytes here."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(name.encode() + data for name, data in files_of(tiny).items())).hexdigest()
+    assert RENDERED_BYTES.get(synth.RENDERER_VERSION) == digest, (
+        f"SynthMUSIC renders other bytes than renderer {synth.RENDERER_VERSION} did: bump sgn.synth.RENDERER_VERSION "
+        f"and add {{{synth.RENDERER_VERSION + 1}: {digest!r}}} to RENDERED_BYTES")
 
 
 def test_rerender_is_byte_identical_and_independent_of_jobs(tiny, tmp_path):
@@ -85,7 +103,7 @@ def test_custom_soundfont_path(tiny, tmp_path):
     custom = tmp_path / "my_font.sf2"
     shutil.copyfile(default_soundfont_path(), custom)
     out = render_synth_music(tmp_path / "custom", jobs=1, soundfont=custom, **TINY)
-    assert json.loads((out / "synth.json").read_text())["soundfont"]["name"] == "my_font.sf2"
+    assert json.loads((out / "prepare.json").read_text())["settings"]["soundfont"]["name"] == "my_font.sf2"
     wavs = {k: v for k, v in files_of(out).items() if k.endswith(".wav")}
     assert wavs == {k: v for k, v in files_of(tiny).items() if k.endswith(".wav")}
 
@@ -102,15 +120,22 @@ def test_rerun_with_same_arguments_does_no_work(tiny, monkeypatch):
 
 
 def test_existing_dir_with_another_set_or_foreign_files_is_refused(tiny, tmp_path):
-    with pytest.raises(SGNError, match=r"different SynthMUSIC data set \(seed 7 != 8\)"):
+    with pytest.raises(SGNError, match=r"holds a preparation with other settings \(seed 7 != 8\)"):
         render_synth_music(tiny, jobs=1, **{**TINY, "seed": 8})
+    record = json.loads((tiny / "prepare.json").read_text())
+    older = tiny.parent / "older"
+    shutil.copytree(tiny, older)
+    record["settings"]["renderer"] = synth.RENDERER_VERSION - 1  # as an earlier renderer wrote it
+    (older / "prepare.json").write_text(json.dumps(record))
+    with pytest.raises(SGNError, match=r"other settings \(renderer 0 != 1\)"):
+        render_synth_music(older, jobs=1, **TINY)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(SGNError, match="foreign: not empty and holds no synth.json"):
+    with pytest.raises(SGNError, match="foreign: not empty and holds no prepare.json"):
         render_synth_music(foreign, jobs=1, **TINY)
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(SGNError, match="not a directory"):
+    with pytest.raises(SGNError, match="not a folder"):
         render_synth_music(tmp_path / "a_file", jobs=1, **TINY)
 
 
@@ -233,35 +258,6 @@ def test_erhu_slides_and_vibrato_bend_the_pitch():
     cents = (synth._pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * synth.BEND_RANGE
     assert cents.min() < -50 or cents.max() > 50  # a slide of at least half a semitone
     assert np.mean(np.abs(cents) > 10) > 0.2  # vibrato on much of the clip
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    import subprocess
-    import sys
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def test_stale_staging_is_removed_only_when_its_process_is_dead(tmp_path):
-    import os
-
-    dead = _dead_pid()
-    names = {
-        f".set.partial-{dead}-abc": False,  # killed run of this set: removed
-        f".set.partial-{os.getpid()}-abc": True,  # a running render
-        ".set.partial-1-abc": True,  # pid 1 runs (and is not ours to judge)
-        ".set.partial-abc": True,  # no pid: not this kind of staging
-        f".other.partial-{dead}-abc": True,  # another set's
-        f".set.partial-{dead}": True,  # not a staging name
-    }
-    for name in names:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "x.wav").write_bytes(b"")
-    synth._remove_stale_staging(tmp_path / "set")
-    assert {name: (tmp_path / name).exists() for name in names} == names
 
 
 def _children(pid: int) -> list[int]:

@@ -9,9 +9,7 @@ counts. Downloads are cached in ``ROOT/downloads/``.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sgn import __version__
 from sgn.data import INDEX_COLUMNS
-from sgn.utils import SGNError, atomic_path, atomic_write_text
+from sgn.utils import atomic_path
 
 # Bumped when the prepared layout changes, so an old preparation is not mistaken for a new one.
 FORMAT = 1
@@ -108,50 +105,6 @@ def write_table(rows: Sequence[dict], path: Path, columns: Sequence[str] | None 
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6f")
     return path
-
-
-def read_provenance(folder: Path) -> dict | None:
-    """The ``prepare.json`` of a prepared folder, or ``None`` if there is none."""
-    path = folder / "prepare.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise SGNError(f"{path}: not valid JSON; remove the folder and prepare it again") from None
-
-
-def write_provenance(folder: Path, dataset: str, settings: dict, **fields) -> Path:
-    """Write ``folder/prepare.json`` atomically: settings, package version, time, ``fields``."""
-    record = {
-        "dataset": dataset,
-        "settings": settings,
-        "sgn_version": __version__,
-        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **fields,
-    }
-    path = folder / "prepare.json"
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return path
-
-
-def settings_match(folder: Path, settings: dict) -> bool:
-    """Whether ``folder`` holds a preparation with ``settings``; raise if it holds anything else.
-
-    Raises:
-        SGNError: ``folder`` is non-empty and not a preparation with these settings.
-    """
-    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
-        return False
-    record = read_provenance(folder)
-    if record is None:
-        raise SGNError(f"{folder}: exists and is not a prepared data set; remove it or choose another --root")
-    if record.get("settings") != settings:
-        raise SGNError(
-            f"{folder}: holds a preparation with other settings ({record.get('settings')}); "
-            "remove it or choose another --root"
-        )
-    return True
 
 
 def hash_rank(keys: Sequence[str]) -> list[str]:

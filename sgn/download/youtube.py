@@ -39,8 +39,9 @@ from sgn.audio import load_audio, save_audio
 from sgn.download.ffmpeg import decode, ffmpeg_exe
 from sgn.download.http import mirror_url
 from sgn.download.prepare import (
-    Options, cut, hash_rank, headroom, is_silent, parallel_map, settings_match, write_provenance, write_table,
+    Options, cut, hash_rank, headroom, is_silent, parallel_map, write_table,
 )
+from sgn.prepared import settings_match, write_provenance
 from sgn.utils import SGNError, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -270,7 +271,7 @@ def begin(folder: Path, dataset: str, settings: dict) -> None:
 
     Raises:
         SGNError: yt-dlp or ffmpeg is missing, or ``folder`` holds something else (see
-            :func:`sgn.download.prepare.settings_match`).
+            :func:`sgn.prepared.settings_match`).
     """
     check_ytdlp()
     ffmpeg_exe()

@@ -1,0 +1,170 @@
+"""Studies: train and score a list of variants x seeds, as one library call.
+
+::
+
+    from sgn.study import CLASS_TOKEN_VARIANTS, run_study
+    scores = run_study({name: CLASS_TOKEN_VARIANTS[name] for name in ("full", "no_grouping")}, seeds=[0, 1, 2],
+                       config="cpu", budget={"optim.max_steps": 120}, mixtures="results/cpu/01_data/test_2src.csv",
+                       runs_dir="runs/cpu/ablations")
+
+Each (variant, seed) trains once: its run folder is named by the resolved config (the
+seed included) and the fingerprint of the code and data that determine its weights
+(:mod:`sgn.runs`), so a variant shared by two studies trains once and a change of the
+model trains again what it affects. Scores are cached beside the weights, keyed by the
+weights, the mixture list and the scoring code. The result is one long table, ready for
+intervals over seeds and mixtures and for paired differences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sgn.config import TrainConfig, apply_overrides, load_config, to_yaml
+from sgn.runs import run_fingerprint
+from sgn.utils import SGNError, atomic_path, shorten
+
+log = logging.getLogger(__name__)
+
+# The class-token ablation (notebook 04): what the tokens and the grouping contribute.
+CLASS_TOKEN_VARIANTS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "no_class_tokens": {"model.class_tokens": False},
+    "no_grouping": {"model.grouping": False},
+    "no_ce": {"loss.ce_weight": 0.0},
+    "no_bce": {"loss.bce_weight": 0.0},
+    "shared_tokens": {"model.share_tokens": True},
+    "k2": {"model.tokens_per_class": 2},
+}
+# The number-of-sources ablation (notebook 05): trained on 2 sources, or on 1 to 4.
+NUM_SOURCES_VARIANTS: dict[str, dict[str, Any]] = {
+    "trained_on_2": {"data.n_sources": "2"},
+    "trained_on_1to4": {"data.n_sources": "1-4"},
+}
+# Columns of run_study's table: one row per scored quantity.
+STUDY_COLUMNS = ("variant", "seed", "mixture_id", "n_sources", "source", "class", "metric", "value")
+SCORE_METRICS = ("sdr", "sir", "sar", "si_sdr", "sdri")
+PRESENCE_METRICS = ("precision", "recall", "exact")
+# The code whose change invalidates cached scores.
+SCORING_MODULES = ("evaluate.py", "metrics.py")
+
+
+def pick_variants(table: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``table``'s variants named in ``names`` (all when empty), in ``table``'s order; one line for an unknown name."""
+    unknown = [name for name in names if name not in table]
+    if unknown:
+        raise SGNError(f"variants: unknown variant {shorten(unknown[0])}; known: {list(table)}")
+    return {name: dict(overrides) for name, overrides in table.items() if not names or name in names}
+
+
+def variant_config(base: TrainConfig, overrides: Mapping[str, Any], budget: Mapping[str, Any], seed: int) -> TrainConfig:
+    """``base`` with the budget, then the variant's own overrides (they win), and the seed."""
+    return apply_overrides(base, {**budget, **overrides, "seed": seed})
+
+
+def study_run_dir(runs_dir: str | os.PathLike, config: TrainConfig) -> Path:
+    """The run folder of ``config``: a hash of the config and of the code and data fingerprint."""
+    key = hashlib.sha256((to_yaml(config) + run_fingerprint(config)["sha256"]).encode()).hexdigest()[:16]
+    return Path(runs_dir) / key
+
+
+def run_study(
+    variants: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+    *,
+    config: str | TrainConfig,
+    mixtures: str | os.PathLike,
+    runs_dir: str | os.PathLike,
+    budget: Mapping[str, Any] | None = None,
+    data_index: str | os.PathLike | None = None,
+    device: str = "auto",
+    presence: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train every variant with every seed (cached) and score it on a fixed mixture list.
+
+    Args:
+        variants: ``{name: config overrides}`` (see :data:`CLASS_TOKEN_VARIANTS`).
+        seeds: training seeds (``seed`` of the config); each variant trains once per seed.
+        config: the base config: a profile name, a YAML path or a :class:`TrainConfig`.
+        mixtures: the fixed evaluation list (``sgn data mixtures``).
+        runs_dir: where the runs go, one folder per config and code (see :func:`study_run_dir`).
+        budget: overrides applied to every variant first (e.g. fewer steps).
+        data_index: the data set, if not the config's.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        presence: also score the presence head (SGN variants) when it must guess the classes.
+
+    Returns:
+        The long table :data:`STUDY_COLUMNS`: per source the metrics of
+        :data:`SCORE_METRICS`, per mixture the presence head's ``presence_*`` metrics
+        (``source`` -1), and per run ``train_minutes`` (``mixture_id`` -1).
+    """
+    if not seeds:
+        raise SGNError("seeds: name at least one seed")
+    base = config if isinstance(config, TrainConfig) else load_config(config)
+    if data_index is not None:
+        base = apply_overrides(base, {"data.index": str(data_index)})
+    parts = []
+    jobs = [(name, seed) for name in variants for seed in seeds]
+    for name, seed in tqdm(jobs, desc="study", unit="run", disable=not progress):
+        run_config = variant_config(base, variants[name], budget or {}, int(seed))
+        parts.append(_run_point(name, int(seed), run_config, Path(mixtures), Path(runs_dir), device, presence))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _run_point(name: str, seed: int, config: TrainConfig, mixtures: Path, runs_dir: Path, device: str,
+               presence: bool) -> pd.DataFrame:
+    from sgn.train import train
+
+    run_dir = study_run_dir(runs_dir, config)
+    history = train(config, run_dir, device=device, resume=True, stale="retrain", progress=False)
+    scores = _cached_scores(run_dir, mixtures, device, presence and config.model.arch == "sgn")
+    minutes = pd.DataFrame([{"mixture_id": -1, "n_sources": 0, "source": -1, "class": "", "metric": "train_minutes",
+                             "value": history[-1]["elapsed_s"] / 60 if history else float("nan")}])
+    log.info("%s seed %d: run %s", name, seed, run_dir)
+    return pd.concat([scores, minutes], ignore_index=True).assign(variant=name, seed=seed)[list(STUDY_COLUMNS)]
+
+
+def _cached_scores(run_dir: Path, mixtures: Path, device: str, presence: bool) -> pd.DataFrame:
+    """The long per-source (and per-mixture presence) scores of ``run_dir/best.pt`` on ``mixtures``."""
+    from sgn.evaluate import evaluate, presence_detection
+
+    checkpoint = run_dir / "best.pt"
+    key = _scores_key(checkpoint, mixtures, presence)
+    cached = run_dir / f"scores-{key}.csv"
+    if cached.is_file():
+        return pd.read_csv(cached, keep_default_na=False, na_values=[""])
+    scores = evaluate(mixtures, checkpoint=checkpoint, device=device, progress=False)
+    long = scores.melt(id_vars=["mixture_id", "n_sources", "source", "class"], value_vars=list(SCORE_METRICS),
+                       var_name="metric", value_name="value")
+    if presence:
+        detection = presence_detection(checkpoint, mixtures, device=device)
+        found = detection.melt(id_vars=["mixture_id", "n_sources"], value_vars=list(PRESENCE_METRICS),
+                               var_name="metric", value_name="value")
+        found = found.assign(metric="presence_" + found["metric"], value=found["value"].astype(float),
+                             source=-1, **{"class": ""})
+        long = pd.concat([long, found], ignore_index=True)
+    with atomic_path(cached) as tmp:
+        long.to_csv(tmp, index=False, lineterminator="\n")
+    return long
+
+
+def _scores_key(checkpoint: Path, mixtures: Path, presence: bool) -> str:
+    digest = hashlib.sha256(b"presence" if presence else b"")
+    scoring = [Path(__file__).parent / module for module in SCORING_MODULES]
+    for path in (checkpoint, mixtures, *scoring):
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def study_means(results: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] = ("variant",)) -> pd.DataFrame:
+    """Mean of each metric by ``by`` (over seeds, mixtures and sources), ``by``'s first-seen order kept."""
+    chosen = results[results["metric"].isin(metrics)]
+    table = chosen.pivot_table(index=list(by), columns="metric", values="value", aggfunc="mean", sort=False)
+    return table[[m for m in metrics if m in table.columns]]

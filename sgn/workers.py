@@ -1,0 +1,75 @@
+"""Process pools whose workers share the cores deliberately and die with their parent.
+
+Without this, a ``kill -9`` of ``sgn data synth`` left its workers running (about 400 MB
+each), and every worker started one torch/BLAS thread per core, oversubscribing the
+machine ``jobs`` times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Iterator
+
+_PR_SET_PDEATHSIG = 1
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
+    """A spawned pool of ``jobs`` workers of ``threads`` threads each, ended with the block.
+
+    "spawn": workers never inherit the parent's threads (torch, tqdm) or locks. Each worker
+    ends when this process dies, even by ``kill -9``. The thread counts reach the workers'
+    libraries, which read them when they load, and any process a worker starts (a
+    notebook kernel), through the environment: set for the block, since the pool starts
+    its workers at the first submission.
+    """
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update({name: str(threads) for name in THREAD_ENV})
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent, initargs=(os.getpid(), threads))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # no worker writes after the caller's cleanup
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+
+
+def _die_with_parent(parent_pid: int, threads: int) -> None:
+    """Pool initializer: an end when ``parent_pid`` dies, and torch's threads if it is loaded already.
+
+    Linux delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
+    daemon thread polls the parent pid.
+    """
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if not _kill_me_with_parent():
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _kill_me_with_parent() -> bool:
+    """Arm ``PR_SET_PDEATHSIG`` with SIGKILL; False where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
