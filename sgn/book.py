@@ -32,8 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from sgn.notebooks import (INJECTED_TAG, PARAMETERS_TAG, find_notebooks, load_profile, package_fingerprint,
-                           pipeline_summary, resolve_profile, run_pipeline, strip_ansi)
+from sgn.notebooks import (
+    INJECTED_TAG,
+    PARAMETERS_TAG,
+    find_notebooks,
+    load_profile,
+    package_fingerprint,
+    pipeline_summary,
+    resolve_profile,
+    run_pipeline,
+    strip_ansi,
+)
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")

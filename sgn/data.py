@@ -224,6 +224,10 @@ def check_sample_rate(index: pd.DataFrame, sample_rate: int) -> None:
         )
 
 
+# Largest sample magnitude a clip may hold (full scale is 1; float files may exceed it a little).
+MAX_SAMPLE = 1000.0
+
+
 def read_segment(path: str, offset: int, length: int) -> np.ndarray:
     """Read ``length`` mono samples of ``path`` starting at ``offset`` (zero-padded past the end).
 
@@ -231,9 +235,14 @@ def read_segment(path: str, offset: int, length: int) -> np.ndarray:
         float32 ``[L]``.
 
     Raises:
-        SGNError: unreadable file, or ``offset`` past the end of the file.
+        SGNError: unreadable file, ``offset`` past the end of the file, or samples that are
+            not audio (NaN, infinite, or beyond :data:`MAX_SAMPLE`: their spectrogram would
+            overflow and training would diverge without saying why).
     """
     wave = read_audio_block(path, offset, length)
+    if not np.all(np.abs(wave) <= MAX_SAMPLE):  # False for NaN too
+        raise SGNError(f"{path}: holds NaN, infinite or huge samples (near sample {offset}); "
+                       f"expected audio within +-{MAX_SAMPLE:g}: fix or remove the clip")
     return np.pad(wave, (0, length - len(wave)))
 
 

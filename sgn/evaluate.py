@@ -36,8 +36,8 @@ from tqdm.auto import tqdm
 from sgn.audio import STFTSpec
 from sgn.checkpoint import load_model
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
-from sgn.metrics import SilentSignalError, evaluate_mixture_batch, scores_frame, summarize
 from sgn.device import resolve_device
+from sgn.metrics import SilentSignalError, evaluate_mixture_batch, score_padded_batch, scores_frame, summarize
 from sgn.utils import SGNError, atomic_path, shorten
 
 log = logging.getLogger(__name__)
@@ -49,52 +49,6 @@ SUMMARY_GROUPINGS: tuple[tuple[str, ...], ...] = (("method",), ("method", "n_sou
 Estimator = Callable[[dict[str, torch.Tensor]], torch.Tensor]  # batch -> estimates [B, Nmax, L]
 # A batched metric: (references [M, N, L], estimates [M, N, L], *per-mixture inputs [M, ...])
 # -> {name: [M, N]}, raising SilentSignalError for the whole batch (sgn.metrics' *_batch functions).
-BatchScorer = Callable[..., dict[str, np.ndarray]]
-
-
-def score_padded_batch(
-    score: BatchScorer,
-    sources: torch.Tensor,
-    estimates: torch.Tensor,
-    n_sources: torch.Tensor,
-    *per_mixture: torch.Tensor,
-) -> list[dict[str, np.ndarray] | SilentSignalError]:
-    """Score a batch of mixtures padded to ``Nmax`` sources, one ``score`` call per number of sources.
-
-    The batched metrics need ``[M, N, L]``, so the mixtures with equal ``N`` are scored
-    together, on the GPU when the estimates are there. A silent signal makes a call raise
-    for all its mixtures; that group is then scored one mixture at a time, so only the
-    silent mixtures are lost.
-
-    Args:
-        score: e.g. :func:`sgn.metrics.evaluate_mixture_batch`.
-        sources: true sources, ``[B, Nmax, L]`` (padding sources are ignored).
-        estimates: estimated sources, ``[B, Nmax, L]``, on any device.
-        n_sources: ``[B]``, the number of real sources of each mixture.
-        per_mixture: further inputs of ``score``, ``[B, ...]`` (e.g. the mixtures ``[B, L]``).
-
-    Returns:
-        ``B`` entries in batch order: ``{name: [N]}`` scores, or the
-        :class:`~sgn.metrics.SilentSignalError` that left the mixture out.
-    """
-    results: list[dict[str, np.ndarray] | SilentSignalError | None] = [None] * len(n_sources)
-    for n in n_sources.unique().tolist():
-        rows = torch.nonzero(n_sources == n).flatten()  # [M] batch rows with n sources
-        inputs = [sources[rows, :n], estimates[rows, :n], *(x[rows] for x in per_mixture)]
-        try:
-            scores = score(*inputs)  # {name: [M, N]}
-            for k, row in enumerate(rows.tolist()):
-                results[row] = {name: values[k] for name, values in scores.items()}
-        except SilentSignalError:
-            for k, row in enumerate(rows.tolist()):
-                try:
-                    scores = score(*(x[k : k + 1] for x in inputs))  # {name: [1, N]}
-                    results[row] = {name: values[0] for name, values in scores.items()}
-                except SilentSignalError as err:
-                    results[row] = err
-    return results
-
-
 def oracle_masks(sources: torch.Tensor, stft: STFTSpec, kind: str) -> torch.Tensor:
     """Ideal masks from the true sources ``[B, N, L]`` -> ``[B, N, F, T]`` (padding sources are zero)."""
     mags = stft.stft(sources).abs()  # [B, N, F, T]

@@ -82,7 +82,7 @@ bootstrap confidence intervals per method::
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -796,3 +796,50 @@ def summarize(
                 "ci_high": float(high),
             })
     return pd.DataFrame(rows, columns=columns)
+
+
+# A batched metric: (sources [M, N, L], estimates [M, N, L], ...) -> {name: [M, N]}.
+BatchScorer = Callable[..., dict[str, np.ndarray]]
+
+
+def score_padded_batch(
+    score: BatchScorer,
+    sources: torch.Tensor,
+    estimates: torch.Tensor,
+    n_sources: torch.Tensor,
+    *per_mixture: torch.Tensor,
+) -> list[dict[str, np.ndarray] | SilentSignalError]:
+    """Score a batch of mixtures padded to ``Nmax`` sources, one ``score`` call per number of sources.
+
+    The batched metrics need ``[M, N, L]``, so the mixtures with equal ``N`` are scored
+    together, on the GPU when the estimates are there. A silent signal makes a call raise
+    for all its mixtures; that group is then scored one mixture at a time, so only the
+    silent mixtures are lost.
+
+    Args:
+        score: e.g. :func:`sgn.metrics.evaluate_mixture_batch`.
+        sources: true sources, ``[B, Nmax, L]`` (padding sources are ignored).
+        estimates: estimated sources, ``[B, Nmax, L]``, on any device.
+        n_sources: ``[B]``, the number of real sources of each mixture.
+        per_mixture: further inputs of ``score``, ``[B, ...]`` (e.g. the mixtures ``[B, L]``).
+
+    Returns:
+        ``B`` entries in batch order: ``{name: [N]}`` scores, or the
+        :class:`~sgn.metrics.SilentSignalError` that left the mixture out.
+    """
+    results: list[dict[str, np.ndarray] | SilentSignalError | None] = [None] * len(n_sources)
+    for n in n_sources.unique().tolist():
+        rows = torch.nonzero(n_sources == n).flatten()  # [M] batch rows with n sources
+        inputs = [sources[rows, :n], estimates[rows, :n], *(x[rows] for x in per_mixture)]
+        try:
+            scores = score(*inputs)  # {name: [M, N]}
+            for k, row in enumerate(rows.tolist()):
+                results[row] = {name: values[k] for name, values in scores.items()}
+        except SilentSignalError:
+            for k, row in enumerate(rows.tolist()):
+                try:
+                    scores = score(*(x[k : k + 1] for x in inputs))  # {name: [1, N]}
+                    results[row] = {name: values[0] for name, values in scores.items()}
+                except SilentSignalError as err:
+                    results[row] = err
+    return results

@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-
 import sgn
 from sgn.utils import SGNError, atomic_path, git_commit, read_yaml
 

@@ -56,13 +56,18 @@ from tqdm.auto import tqdm
 from sgn.audio import STFTSpec
 from sgn.checkpoint import RESUME_KEYS, build_model, check_keys, load_weights, read_checkpoint, save_checkpoint
 from sgn.config import TrainConfig, to_dict
-from sgn.data import (FixedMixtureDataset, MixtureDataset, SourceSpec, _draw_classes, check_sample_rate, index_classes,
-                      make_mixture_list, read_index)
-from sgn.evaluate import score_padded_batch
+from sgn.data import (
+    FixedMixtureDataset,
+    MixtureDataset,
+    check_sample_rate,
+    index_classes,
+    make_mixture_list,
+    read_index,
+)
+from sgn.device import resolve_device
 from sgn.interface import MaskSeparator
 from sgn.loss import separation_loss, total_loss
-from sgn.metrics import SilentSignalError, bss_eval_sources_batch
-from sgn.device import resolve_device
+from sgn.metrics import SilentSignalError, bss_eval_sources_batch, score_padded_batch
 from sgn.runs import open_run
 from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
 
@@ -140,24 +145,6 @@ def _one_thread_per_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _item_sources(dataset: MixtureDataset, item: int) -> list[SourceSpec]:
-    """The sources of training item ``item``, drawn as ``MixtureDataset.__getitem__`` draws them."""
-    rng = np.random.default_rng([dataset.seed, int(item)])
-    class_ids = _draw_classes(rng, len(dataset.pool.classes), dataset.n_range)
-    return dataset.pool.draw(rng, class_ids, dataset.segment_samples, dataset.gain_range)
-
-
-def _divergence_error(err: SGNError, batch: dict, dataset: MixtureDataset, items: list[int]) -> SGNError:
-    """Why a step's loss is not finite: clips whose samples are not (NaN, inf, or so large
-    that their spectrogram overflows), else ``err`` (a learning rate too high)."""
-    bad_source = ~(torch.isfinite(batch["sources"]).all(-1) & torch.isfinite(batch["source_mags"]).flatten(2).all(-1))
-    paths = sorted({_item_sources(dataset, items[i])[slot].path for i, slot in bad_source.nonzero().tolist()})
-    if not paths:
-        return err
-    return SGNError(f"{len(paths)} training clip(s) hold NaN, infinite or huge samples, e.g. {paths[0]}; "
-                    "expected finite audio: fix or remove them from the index")
-
-
 @dataclass
 class TrainState:
     """What a run carries from step to step; ``last.pt`` stores it."""
@@ -218,10 +205,6 @@ def restore(state: TrainState, path: Path, config: TrainConfig, classes: list[st
     state.step, state.best_sdr = stored_state["step"], float(stored_state["best_val_sdr"])
 
 
-class Diverged(SGNError):
-    """The loss of a step is not finite."""
-
-
 def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainConfig,
                autocast: Callable) -> tuple[dict[str, torch.Tensor], float]:
     """One optimisation step on ``batch`` (on the model's device).
@@ -230,7 +213,8 @@ def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainC
         ``(losses, grad_norm)``: ``losses`` holds ``loss`` (the optimised total) and each term.
 
     Raises:
-        Diverged: a non-finite loss, before the weights change.
+        SGNError: a non-finite loss, before the weights change (the clips are checked when
+            read, so it is the optimisation's).
     """
     lr = learning_rate(state.step, config)
     for group in state.optimizer.param_groups:
@@ -240,7 +224,7 @@ def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainC
     terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss)
     loss = total_loss(terms, config.loss)
     if not torch.isfinite(loss):
-        raise Diverged(f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr")
+        raise SGNError(f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr")
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.optim.grad_clip)
@@ -348,7 +332,7 @@ def load_training_data(config: TrainConfig) -> TrainingData:
                                gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed)
     val_list = make_mixture_list(index, "val", n_sources=config.data.n_sources, count=config.data.val_mixtures,
                                  seed=VAL_LIST_SEED, segment_samples=config.data.segment_samples, classes=classes)
-    val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft),
+    val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft, config.data.sample_rate),
                                              batch_size=config.optim.batch_size)
     return TrainingData(train_set, val_loader, classes)
 
@@ -416,10 +400,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
     state.model.train()
     for batch in loader:
         batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
-        try:
-            losses, grad_norm = train_step(state, forward, batch, config, autocast)
-        except Diverged as err:
-            raise _divergence_error(err, batch, data.train_set, batches.items(state.step)) from None
+        losses, grad_norm = train_step(state, forward, batch, config, autocast)
         clock.items += config.optim.batch_size
         bar.update(1)
         is_eval = state.step % config.eval_every == 0 or state.step == max_steps

@@ -1,7 +1,16 @@
 import pytest
 import yaml
 
-from sgn.config import TrainConfig, apply_overrides, available_profiles, from_dict, load_config, save_config, to_dict, to_yaml
+from sgn.config import (
+    TrainConfig,
+    apply_overrides,
+    available_profiles,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+    to_yaml,
+)
 from sgn.utils import SGNError
 
 

@@ -3,15 +3,24 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from conftest import TINY_CLASSES
 
 from sgn.audio import STFTSpec
 from sgn.cli import main
-from sgn.data import (INDEX_COLUMNS, MIXTURE_COLUMNS, FixedMixtureDataset, MixtureDataset, index_classes,
-                      make_mixture_list, parse_n_sources, read_index, read_mixture_list, read_segment,
-                      write_mixture_list)
+from sgn.data import (
+    INDEX_COLUMNS,
+    MIXTURE_COLUMNS,
+    FixedMixtureDataset,
+    MixtureDataset,
+    index_classes,
+    make_mixture_list,
+    parse_n_sources,
+    read_index,
+    read_mixture_list,
+    read_segment,
+    write_mixture_list,
+)
 from sgn.utils import SGNError
-
-from conftest import TINY_CLASSES
 
 STFT = STFTSpec(254, 64)
 

@@ -18,12 +18,11 @@ import socket
 import tarfile
 from pathlib import Path
 
+import download_fixtures as fx
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
-import download_fixtures as fx
 
 from sgn.cli import main
 from sgn.data import read_index

@@ -10,9 +10,9 @@ from sgn.evaluate import (
     oracle_masks,
     reference_estimator,
     score_estimator,
-    score_padded_batch,
     write_results,
 )
+from sgn.metrics import score_padded_batch
 from sgn.utils import SGNError
 
 

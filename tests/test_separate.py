@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CLASSES
 
 from sgn.audio import load_audio, save_audio
 from sgn.cli import main
 from sgn.separate import Separator
 from sgn.utils import SGNError
-
-from conftest import TINY_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,15 @@ import sys
 import pytest
 
 from sgn.utils import (
-    SGNError, atomic_path, atomic_write_text, check_class_names, check_output, child_path, remove_stale_staging,
-    shorten, staged_dir,
+    SGNError,
+    atomic_path,
+    atomic_write_text,
+    check_class_names,
+    check_output,
+    child_path,
+    remove_stale_staging,
+    shorten,
+    staged_dir,
 )
 
 HOSTILE_NAMES = ["../../escape_rel", "/tmp/abs", "a/b", "..", ".", "", "a\\b", "x..y", ".hidden", "tab\tname",

@@ -21,7 +21,11 @@ from sgn.download.archive import extract
 from sgn.download.http import fetch, mirror_url, move_aside
 from sgn.download.manifest import Checksum, read_manifest, shipped_manifest
 from sgn.download.prepare import (
-    FORMAT, Options, Planned, parallel_map, write_table,
+    FORMAT,
+    Options,
+    Planned,
+    parallel_map,
+    write_table,
 )
 from sgn.prepared import settings_match, write_provenance
 from sgn.utils import SGNError, staged_dir

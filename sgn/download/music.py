@@ -42,7 +42,14 @@ from sgn.download.base import DataSet
 from sgn.download.http import fetch_cached, mirror_url
 from sgn.download.prepare import FORMAT, Options, Planned, hash_split
 from sgn.download.youtube import (
-    Listed, Video, begin, cap_per_class, count_done, fetch_videos, finish, index_rows,
+    Listed,
+    Video,
+    begin,
+    cap_per_class,
+    count_done,
+    fetch_videos,
+    finish,
+    index_rows,
 )
 from sgn.utils import SGNError
 

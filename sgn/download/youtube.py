@@ -39,7 +39,13 @@ from sgn.audio import load_audio, save_audio
 from sgn.download.ffmpeg import decode, ffmpeg_exe
 from sgn.download.http import mirror_url
 from sgn.download.prepare import (
-    Options, cut, hash_rank, headroom, is_silent, parallel_map, write_table,
+    Options,
+    cut,
+    hash_rank,
+    headroom,
+    is_silent,
+    parallel_map,
+    write_table,
 )
 from sgn.prepared import settings_match, write_provenance
 from sgn.utils import SGNError, atomic_write_text
