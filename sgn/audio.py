@@ -134,7 +134,7 @@ def load_audio(
 
     Raises:
         SGNError: the file is missing, not readable audio, holds no samples, or either
-        rate is outside :data:`MIN_SAMPLE_RATE` .. :data:`MAX_SAMPLE_RATE`.
+            rate is outside :data:`MIN_SAMPLE_RATE` .. :data:`MAX_SAMPLE_RATE`.
     """
     path = Path(path)
     frames, file_rate, _ = audio_info(path)  # checks the rate before anything is decoded

@@ -32,13 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from sgn.notebooks import (
     INJECTED_TAG,
     PARAMETERS_TAG,
-    find_notebooks,
+    Chapters,
     load_profile,
     package_fingerprint,
     pipeline_summary,
+    read_chapters,
     resolve_profile,
     run_pipeline,
     strip_ansi,
@@ -208,9 +211,9 @@ def build_book(
 
     started = time.perf_counter()
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    notebooks = find_notebooks(notebook_dir)
-    results = run_pipeline(notebooks, load_profile(profile_path, notebook_dir), executed, cache=not force,
-                           progress=progress)
+    chapters = read_chapters(notebook_dir)
+    results = run_pipeline(chapters.notebooks, load_profile(profile_path, notebook_dir), executed,
+                           profile=profile_name, cache=not force, progress=progress)
     log.info("%s profile: %s, in %.0f s; executed copies in %s", profile_name, pipeline_summary(results),
              time.perf_counter() - started, executed)
 
@@ -219,6 +222,7 @@ def build_book(
     try:
         source = stage / "src"
         _copy_sources(book_dir, source)
+        atomic_write_text(source / "_toc.yml", table_of_contents(chapters))
         shutil.copytree(npm_files, source / "_npm")
         (source / "notebooks").mkdir()
         for result in results:
@@ -250,6 +254,16 @@ def build_book(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return html
+
+
+def table_of_contents(chapters: Chapters) -> str:
+    """The book's ``_toc.yml``, made from ``notebooks/chapters.yaml``: the root, then each part's
+    chapters (executed copies under ``notebooks/``) and its own pages."""
+    parts = [{"caption": part, "chapters": [{"file": f"notebooks/{stem}"} for stem in stems]
+              + [{"file": page} for page in chapters.pages.get(part, [])]}
+             for part, stems in chapters.parts.items() if stems or chapters.pages.get(part)]
+    toc = {"format": "jb-book", "root": f"notebooks/{chapters.root}", **({"parts": parts} if parts else {})}
+    return "# Made by sgn.book from notebooks/chapters.yaml.\n" + yaml.safe_dump(toc, sort_keys=False)
 
 
 def _jupyter_book() -> str:

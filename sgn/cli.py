@@ -230,15 +230,15 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> None:
-    from sgn.notebooks import find_notebooks, load_profile, pipeline_summary, resolve_profile, run_pipeline
+    from sgn.notebooks import load_profile, pipeline_summary, read_chapters, resolve_profile, run_pipeline
 
     # papermill logs two INFO lines per notebook; the progress bars say the same
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    notebooks = find_notebooks(args.dir)
-    if not notebooks:
-        raise SGNError(f"no NN_name.ipynb notebooks in {args.dir}")
-    params = load_profile(resolve_profile(args.profile, args.dir), args.dir) if args.profile else {}
-    results = run_pipeline(notebooks, params, args.out, cache=not args.force, kernel_name=args.kernel)
+    notebooks = read_chapters(args.dir).notebooks
+    profile = resolve_profile(args.profile, args.dir) if args.profile else None
+    params = load_profile(profile, args.dir) if profile else {}
+    results = run_pipeline(notebooks, params, args.out, profile=profile.stem if profile else None,
+                           cache=not args.force, kernel_name=args.kernel)
     log.info("%s; executed copies in %s", pipeline_summary(results), args.out)
 
 
@@ -270,7 +270,8 @@ def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
     notebooks.add_argument("--profile", help="profile name (notebooks/profiles/NAME.yaml) or YAML path; "
                                              "default: the notebooks' own defaults")
     notebooks.add_argument("--out", type=Path, required=True, help="folder of the executed copies")
-    notebooks.add_argument("--dir", type=Path, default=Path("notebooks"), help="folder of the NN_name.ipynb notebooks")
+    notebooks.add_argument("--dir", type=Path, default=Path("notebooks"),
+                           help="folder of the notebooks and their chapters.yaml")
     notebooks.add_argument("--kernel", default=DEFAULT_KERNEL, help="Jupyter kernel name")
     notebooks.add_argument("--force", action="store_true", help="execute even the notebooks that are up to date")
     notebooks.set_defaults(func=_cmd_notebooks)

@@ -26,15 +26,21 @@ only on success, so the previous executed copy survives a failed run; the failed
 execution is kept beside it as ``NAME.failed.ipynb`` and the error names the
 notebook and the failing cell.
 
-Profiles: ``notebooks/profiles/NAME.yaml`` (``smoke``, ``cpu``, ``gpu``) map a
-notebook's file stem to the parameter values for that profile; a notebook absent
-from the profile runs with its defaults. :func:`load_profile` validates one.
+Chapters: ``notebooks/chapters.yaml`` lists the book's chapters once, in execution
+order, with their place in the book (:func:`read_chapters`; the runner, the book's
+table of contents and the tests read it).
 
-Executed notebooks carry ``metadata.sgn``: the cache key, the parameters, the
-``sgn`` version, the git commit, the kernel and the wall time.
+Profiles: ``notebooks/profiles/NAME.yaml`` (``smoke``, ``cpu``, ``gpu``) give parameter
+values: a ``shared`` section for every chapter that declares the parameter, and one
+per chapter; the runner adds each chapter's ``profile``, ``out_dir``, ``results_dir``
+and ``executed_dir`` (:func:`chapter_parameters`). :func:`load_profile` validates one.
 
-``sgn notebooks --profile smoke --out DIR`` executes every ``notebooks/NN_name.ipynb``
-in name order into ``DIR`` (what ``make book`` runs before building the book);
+Executed notebooks carry ``metadata.sgn``: the cache key, the parameters (their
+provenance), the ``sgn`` version, the git commit, the machine, the kernel and the
+wall time.
+
+``sgn notebooks --profile smoke --out DIR`` executes every chapter in order into ``DIR``
+(what ``make book`` runs before building the book);
 ``--force`` executes even those that are up to date. The cache knows nothing of
 files a notebook reads or writes outside its parameters: delete the executed copy
 (or use ``--force``) after changing data by hand.
@@ -59,7 +65,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sgn
-from sgn.utils import SGNError, atomic_path, git_commit, read_yaml
+from sgn.utils import SGNError, atomic_path, git_commit, machine, read_yaml, shorten
 
 log = logging.getLogger("sgn")
 
@@ -456,6 +462,7 @@ def run_notebook(
             "parameters": checked,
             "sgn_version": sgn.__version__,
             "git_commit": git_commit(),
+            "machine": machine(),
             "kernel_name": kernel_name,
             "elapsed_s": round(elapsed, 3),
             "executed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -507,22 +514,80 @@ def _record_metadata(tmp: Path, output: Path, record: dict) -> None:
 # Pipelines and profiles
 
 
-def find_notebooks(notebook_dir: str | os.PathLike) -> list[Path]:
-    """The pipeline's notebooks: ``NN_name.ipynb`` files (a leading digit), in name order."""
-    return sorted(Path(notebook_dir).glob("[0-9]*.ipynb"))
+CHAPTERS_FILE = "chapters.yaml"
+# Parameters the runner gives every chapter that declares them (see chapter_parameters).
+RUNNER_PARAMETERS = ("profile", "out_dir", "results_dir", "executed_dir")
+
+
+@dataclass(frozen=True)
+class Chapters:
+    """``notebooks/chapters.yaml``: the chapters in execution order and where each goes in the book.
+
+    Attributes:
+        notebooks: the chapters' notebooks, in execution order.
+        parts: ``{part: [notebook stems]}`` in book order (``parts`` of the file, then its chapters in order).
+        root: the landing page's stem.
+        pages: ``{part: [book page names]}``, placed after the part's chapters.
+    """
+
+    notebooks: list[Path]
+    parts: dict[str, list[str]]
+    root: str
+    pages: dict[str, list[str]]
+
+
+def read_chapters(notebook_dir: str | os.PathLike) -> Chapters:
+    """Read and check ``notebook_dir/chapters.yaml`` (the one list of the book's chapters).
+
+    Raises:
+        SGNError: a missing or malformed file, a chapter without its notebook, a chapter
+            listed twice, a part not in ``parts``, or a root that is not a chapter.
+    """
+    notebook_dir = Path(notebook_dir)
+    path = notebook_dir / CHAPTERS_FILE
+    spec = read_yaml(path, "chapter list")
+    if not isinstance(spec, dict) or not isinstance(spec.get("chapters"), list):
+        raise SGNError(f"{path}: expected a mapping with a list of chapters")
+    parts = {str(part): [] for part in spec.get("parts") or []}
+    pages = {part: [] for part in parts}
+    notebooks = []
+    for entry in spec["chapters"]:
+        stem, part = (entry.get("notebook"), entry.get("part")) if isinstance(entry, dict) else (None, None)
+        notebook = notebook_dir / f"{stem}.ipynb"
+        if not isinstance(stem, str) or not notebook.is_file():
+            raise SGNError(f"{path}: chapter {shorten(entry)} names no notebook in {notebook_dir}")
+        if notebook in notebooks:
+            raise SGNError(f"{path}: chapter {stem} is listed twice")
+        if part is not None and part not in parts:
+            raise SGNError(f"{path}: chapter {stem}: part {shorten(part)} is not one of parts {list(parts)}")
+        notebooks.append(notebook)
+        if part is not None:
+            parts[part].append(stem)
+    for entry in spec.get("pages") or []:
+        if not isinstance(entry, dict) or entry.get("part") not in pages:
+            raise SGNError(f"{path}: page {shorten(entry)} needs a file and one of parts {list(parts)}")
+        pages[entry["part"]].append(str(entry["file"]))
+    root = spec.get("root")
+    if root not in {n.stem for n in notebooks}:
+        raise SGNError(f"{path}: root {shorten(root)} is not one of the chapters")
+    return Chapters(notebooks, parts, root, pages)
 
 
 def load_profile(path: str | os.PathLike, notebook_dir: str | os.PathLike | None = None) -> dict[str, dict]:
-    """Load and validate a profile: parameter values per notebook.
+    """Load and validate a profile: parameter values per chapter.
 
-    A profile is a YAML mapping from a notebook's file stem to its parameters::
+    A profile has a ``shared`` section, given to every chapter that declares the
+    parameter, and a ``chapters`` section per chapter (which wins over ``shared``)::
 
         # notebooks/profiles/smoke.yaml
-        01_data:
-          clips_per_class: 4
-        02_train:
-          config: smoke
-          max_minutes: 0.5
+        shared:
+          data_index: ../data/smoke_synth/index.csv
+        chapters:
+          02_train:
+            config: smoke
+
+    The runner adds ``profile``, ``out_dir``, ``results_dir`` and ``executed_dir`` itself
+    (:func:`chapter_parameters`).
 
     Args:
         path: the profile's YAML file.
@@ -530,30 +595,55 @@ def load_profile(path: str | os.PathLike, notebook_dir: str | os.PathLike | None
             profile's ``profiles/`` folder.
 
     Returns:
-        ``{stem: {name: value}}``, values normalised as by :func:`check_parameters`.
+        ``{stem: {name: value}}`` for every chapter, values normalised as by :func:`check_parameters`.
 
     Raises:
-        SGNError: unreadable YAML, a stem with no notebook, or a parameter the
-            notebook cannot take.
+        SGNError: unreadable YAML, a chapter that is not in ``chapters.yaml``, a shared
+            parameter no chapter has, or a parameter a chapter cannot take.
     """
     path = Path(path)
     notebook_dir = Path(notebook_dir) if notebook_dir is not None else path.resolve().parent.parent
     data = read_yaml(path, "profile")
-    if not isinstance(data, dict):
-        raise SGNError(f"{path}: expected a mapping of notebook name to parameters")
+    if not isinstance(data, dict) or set(data) - {"shared", "chapters"}:
+        raise SGNError(f"{path}: expected a mapping with `shared` and `chapters` sections")
+    shared, own = data.get("shared") or {}, data.get("chapters") or {}
+    if not isinstance(shared, dict) or not isinstance(own, dict):
+        raise SGNError(f"{path}: `shared` and `chapters` must be mappings")
+    notebooks = {n.stem: n for n in read_chapters(notebook_dir).notebooks}
+    unknown = sorted(set(own) - set(notebooks))
+    if unknown:
+        raise SGNError(f"{path}: {unknown[0]} is not a chapter of {notebook_dir / CHAPTERS_FILE}")
+    declared = {stem: notebook_parameters(notebook) for stem, notebook in notebooks.items()}
+    unused = sorted(set(shared) - {name for names in declared.values() for name in names})
+    if unused:
+        raise SGNError(f"{path}: shared parameter {unused[0]!r} is a parameter of no chapter")
     profile = {}
-    for stem, params in data.items():
-        notebook = notebook_dir / f"{stem}.ipynb"
-        if not notebook.is_file():
-            known = ", ".join(p.stem for p in find_notebooks(notebook_dir)) or "none"
-            raise SGNError(f"{path}: no notebook {stem}.ipynb in {notebook_dir} (notebooks: {known})")
-        if params is not None and not isinstance(params, dict):
-            raise SGNError(f"{path}: {stem}: expected a mapping of parameter to value, got {params!r}")
+    for stem, notebook in notebooks.items():
+        params = own.get(stem) or {}
+        if not isinstance(params, dict):
+            raise SGNError(f"{path}: {stem}: expected a mapping of parameter to value, got {shorten(params)}")
+        merged = {**{k: v for k, v in shared.items() if k in declared[stem]}, **params}
         try:
-            profile[str(stem)] = check_parameters(notebook, params or {})
+            profile[stem] = check_parameters(notebook, merged)
         except SGNError as err:
             raise SGNError(f"{path}: {err}") from None
     return profile
+
+
+def chapter_parameters(notebook: Path, profile: str, executed_dir: Path) -> dict[str, str]:
+    """What the runner gives a chapter: its ``profile`` name, its ``out_dir``
+    (``RESULTS/<stem>``), the profile's ``results_dir`` (``RESULTS``, the parent of
+    ``executed_dir``) and ``executed_dir``: those of :data:`RUNNER_PARAMETERS` the notebook
+    declares, paths relative to the notebook's folder (the kernel's working directory)."""
+    results = executed_dir.resolve().parent
+
+    def relative(path: Path) -> str:
+        return os.path.relpath(path, notebook.resolve().parent)
+
+    given = {"profile": profile, "out_dir": relative(results / notebook.stem),
+             "results_dir": relative(results), "executed_dir": relative(executed_dir.resolve())}
+    declared = notebook_parameters(notebook)
+    return {name: value for name, value in given.items() if name in declared}
 
 
 def run_pipeline(
@@ -561,6 +651,7 @@ def run_pipeline(
     params_by_notebook: Mapping[str, Mapping[str, Any]],
     out_dir: str | os.PathLike,
     *,
+    profile: str | None = None,
     cwd: str | os.PathLike | None = None,
     cache: bool = True,
     kernel_name: str = DEFAULT_KERNEL,
@@ -577,6 +668,8 @@ def run_pipeline(
         params_by_notebook: ``{stem: {name: value}}`` (e.g. from :func:`load_profile`);
             a notebook without an entry runs with its defaults.
         out_dir: folder of the executed copies, ``out_dir/NAME.ipynb``.
+        profile: the profile's name; when given, each notebook also gets
+            :func:`chapter_parameters` (its results go to ``out_dir/../<stem>``).
         cwd: the kernels' working directory (default: each notebook's folder).
         cache: reuse executed copies whose cache key matches.
         kernel_name: Jupyter kernel to run on.
@@ -592,7 +685,8 @@ def run_pipeline(
     results = []
     upstream: list[str] = []
     for notebook in map(Path, notebooks):
-        params = params_by_notebook.get(notebook.stem, {})
+        runner = chapter_parameters(notebook, profile, Path(out_dir)) if profile else {}
+        params = {**runner, **params_by_notebook.get(notebook.stem, {})}
         result = run_notebook(notebook, Path(out_dir) / notebook.name, params, cwd=cwd, cache=cache,
                               kernel_name=kernel_name, depends_on=upstream, progress=progress)
         results.append(result)

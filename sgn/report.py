@@ -1,57 +1,56 @@
-"""What notebooks use to turn results into files and into the book: provenance, tables,
-figures and compressed audio players.
+"""What chapters use to turn results into files and into the book: named tables, figures
+and compressed audio players.
 
-Every executed notebook writes its tables (CSV) and figures (PNG) into its output
-folder with ``provenance.json`` (its parameters, the package version, the git commit
-and the machine), so no number in the book is typed by hand.
+A chapter writes its tables (CSV) and figures (PNG) into its ``out_dir``; a later chapter
+reads a table by the chapter's name and the table's (:func:`read_table`), never by path.
+Where a result came from (the parameters, the package version, the git commit and the
+machine) is recorded in the executed notebook itself (``metadata.sgn``, see
+:mod:`sgn.notebooks` and :func:`executed_notebooks`), so no number in the book is typed
+by hand.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
-import platform
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from sgn import __version__
 from sgn.audio import STFTSpec, encode_audio
 from sgn.notebooks import executed_record
-from sgn.utils import atomic_path, atomic_write_text, git_commit
-
-
-def machine() -> dict[str, Any]:
-    """The hardware a result was measured on."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-    }
-
-
-def write_provenance(out_dir: str | os.PathLike, parameters: Mapping[str, Any]) -> Path:
-    """Write ``out_dir/provenance.json``: parameters, sgn version, git commit, machine."""
-    out = Path(out_dir) / "provenance.json"
-    record = {"parameters": dict(parameters), "sgn_version": __version__, "git_commit": git_commit(),
-              "machine": machine()}
-    atomic_write_text(out, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    return out
+from sgn.utils import SGNError, atomic_path
 
 
 def save_table(frame: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Path:
-    """Write ``frame`` to ``out_dir/name.csv`` atomically."""
+    """Write the chapter's table ``name`` (``out_dir/name.csv``) atomically."""
     path = Path(out_dir) / f"{name}.csv"
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n")
     return path
+
+
+def read_table(results_dir: str | os.PathLike, chapter: str, name: str, index: str | None = None) -> pd.DataFrame:
+    """The table ``name`` that chapter ``chapter`` saved with :func:`save_table` under ``results_dir``.
+
+    Args:
+        results_dir: the profile's results folder (a chapter's ``results_dir`` parameter).
+        chapter: the chapter's notebook stem, e.g. ``"03_evaluate"``.
+        name: the table's name, e.g. ``"headline"``.
+        index: a column to make the index.
+
+    Raises:
+        SGNError: the chapter has not written that table (it has not run with this profile).
+    """
+    path = Path(results_dir) / chapter / f"{name}.csv"
+    if not path.is_file():
+        raise SGNError(f"{path}: chapter {chapter} has written no table {name!r}; run that chapter first")
+    frame = pd.read_csv(path)
+    return frame.set_index(index) if index else frame
 
 
 def save_figure(figure, out_dir: str | os.PathLike, name: str) -> Path:

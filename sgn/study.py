@@ -139,7 +139,7 @@ def _cached_scores(run_dir: Path, mixtures: Path, device: str, presence: bool) -
     key = _scores_key(checkpoint, mixtures, presence)
     cached = run_dir / f"scores-{key}.csv"
     if cached.is_file():
-        return pd.read_csv(cached, keep_default_na=False, na_values=[""])
+        return pd.read_csv(cached, keep_default_na=False, na_values={"value": [""]})
     scores = evaluate(mixtures, checkpoint=checkpoint, device=device, progress=False)
     long = scores.melt(id_vars=["mixture_id", "n_sources", "source", "class"], value_vars=list(SCORE_METRICS),
                        var_name="metric", value_name="value")

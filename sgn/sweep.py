@@ -9,14 +9,14 @@ sends the points to an existing Dask cluster instead of local processes.
 
 The grid file (YAML)::
 
-    notebook: ../notebooks/05_ablation_tokens.ipynb  # relative to this file
+    notebook: ../notebooks/04_ablation_class_tokens.ipynb  # relative to this file
     parameters:        # the same for every point
-      steps: 2000
+      variants: [full, no_grouping]
     grid:              # the cartesian product of these lists
-      class_tokens: [true, false]
-      seed: [0, 1, 2]
+      seeds: [[0], [1]]
+      config: [cpu, smoke]
     points:            # optional: explicit points, each merged over `parameters`
-      - {class_tokens: false, grouping: false}
+      - {seeds: [2], config: cpu}
 
 The points are the product of ``grid`` followed by ``points`` (one of the two is
 needed); a point repeated is run once. Values are YAML, so they reach the notebook
@@ -39,7 +39,7 @@ values become columns of ``results.csv``; lists and dicts are stored as JSON tex
     points/<id>/NAME.failed.ipynb  a failed point's execution
 
 A point's id is readable and stable: its swept values and a hash of all its
-parameters, e.g. ``class_tokens=false,seed=2-1c0ffee1``. A point is finished when
+parameters, e.g. ``config=cpu,seeds=[2]-1c0ffee1``. A point is finished when
 its ``point.json`` says ``ok``. With Dask, every worker must see ``DIR`` and the
 notebook at the same paths (a shared file system) and have ``sgn`` installed.
 """
@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import yaml
 
 import sgn
 from sgn.notebooks import DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters, run_notebook
@@ -436,47 +435,3 @@ def run_sweep(
             _write_results(grid, records, out_dir)
             bar.update()
     return _write_results(grid, records, out_dir)
-
-
-def run_profile_grid(
-    grid_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    parameters: Mapping[str, Any],
-    budget: Mapping[str, Any],
-    variants: Iterable[str] = (),
-    jobs: int = 1,
-):
-    """Run a shipped grid with a profile's settings: what the ablation notebooks do.
-
-    Writes ``out_dir/grid.yaml``: the grid with its notebook path made absolute, its
-    ``parameters`` updated by ``parameters``, only the points named in ``variants``
-    (all when empty) and the ``budget`` overrides under every point's own overrides;
-    then runs it into ``out_dir/sweep`` with :func:`run_sweep`.
-
-    Returns:
-        :func:`run_sweep`'s table.
-
-    Raises:
-        SGNError: a variant the grid does not have, or a point that failed (each named
-            with its error).
-    """
-    grid_path, out_dir = Path(grid_path), Path(out_dir)
-    spec = read_yaml(grid_path, "grid")
-    if not isinstance(spec, dict) or not isinstance(spec.get("points"), list):
-        raise SGNError(f"{grid_path}: expected a grid mapping with a list of points")
-    names = [point.get("variant") for point in spec["points"]]
-    unknown = sorted(set(variants) - set(names))
-    if unknown:
-        raise SGNError(f"variants {unknown} are not in {grid_path} (it has {names})")
-    spec["notebook"] = str((grid_path.parent / spec["notebook"]).resolve())
-    spec["parameters"] = {**spec.get("parameters", {}), **parameters}
-    spec["points"] = [{**point, "overrides": {**budget, **point.get("overrides", {})}}
-                      for point in spec["points"] if not variants or point.get("variant") in variants]
-    variant_grid = out_dir / "grid.yaml"
-    atomic_write_text(variant_grid, yaml.safe_dump(spec, sort_keys=False))
-    results = run_sweep(variant_grid, out_dir / "sweep", jobs=jobs, progress=False)
-    failed = results[results["status"] != "ok"]
-    if not failed.empty:
-        raise SGNError(f"{len(failed)} point(s) failed: {failed['error'].tolist()}")
-    return results

@@ -294,6 +294,20 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def machine() -> dict[str, Any]:
+    """The hardware and torch build a result was measured with."""
+    import platform
+
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
 def git_commit(repo_dir: str | os.PathLike | None = None) -> str | None:
     """The current git commit of ``repo_dir`` (default: this package's checkout), or None."""
     repo_dir = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parent.parent

@@ -98,13 +98,20 @@ def _tiny_root(root: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     (root / "notebooks" / "profiles").mkdir(parents=True)
     nbformat.write(nb, root / "notebooks" / "01_tiny.ipynb")
-    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("01_tiny:\n  profile: smoke\n")
+    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("chapters:\n  01_tiny: {}\n")
+    _chapter_list(root)
     (root / "book").mkdir()
     (root / "book" / "_config.yml").write_text(
         'title: tiny\nexecute:\n  execute_notebooks: "off"\nonly_build_toc_files: true\n'
         "sphinx:\n  config:\n    html_static_path: [_npm]\n")
-    (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: notebooks/01_tiny\n")
     return root
+
+
+def _chapter_list(root: Path, *pages: str) -> None:
+    """The tiny book's chapters.yaml: its one chapter, then ``pages`` (book/NAME.md)."""
+    listed = "".join(f"  - {{file: {page}, part: Pages}}\n" for page in pages)
+    (root / "notebooks" / "chapters.yaml").write_text(
+        "root: 01_tiny\nparts: [Pages]\nchapters:\n  - {notebook: 01_tiny}\n" + (f"pages:\n{listed}" if pages else ""))
 
 
 def test_build_caches_and_keeps_the_book_on_failure(fake_npm, tmp_path):
@@ -121,22 +128,22 @@ def test_build_caches_and_keeps_the_book_on_failure(fake_npm, tmp_path):
 
     # a prose edit rebuilds the book
     (root / "book" / "extra.md").write_text("# Extra\n")
-    (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: notebooks/01_tiny\nchapters:\n- file: extra\n")
+    _chapter_list(root, "extra")
     build_book("smoke", root=root, progress=False)
     assert (html / "extra.html").is_file()
 
     # a failing notebook stops the build naming notebook and cell; executed copy and book stay
     executed = root / "results" / "smoke" / "executed" / "01_tiny.ipynb"
     before = executed.read_bytes()
-    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("01_tiny:\n  profile: smoke\n  fail: true\n")
+    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("chapters:\n  01_tiny:\n    fail: true\n")
     with pytest.raises(NotebookError, match=r"notebook 01_tiny failed in cell 3 .*AssertionError: forced failure"):
         build_book("smoke", root=root, progress=False)
     assert executed.read_bytes() == before and (html / "extra.html").is_file()
     assert executed.with_name("01_tiny.failed.ipynb").is_file()
 
     # a failing Jupyter Book build keeps the previous book and names its log
-    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("01_tiny:\n  profile: smoke\n")
-    (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: notebooks/01_tiny\nchapters:\n- file: missing\n")
+    (root / "notebooks" / "profiles" / "smoke.yaml").write_text("chapters:\n  01_tiny: {}\n")
+    _chapter_list(root, "extra", "missing")
     with pytest.raises(SGNError, match="jupyter-book build failed .*previous book is kept; see .*jupyter-book.log"):
         build_book("smoke", root=root, progress=False)
     assert (html / "extra.html").is_file() and "value 42" in page.read_text()

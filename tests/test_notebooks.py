@@ -7,6 +7,7 @@ the checks of parameters cells and profiles execute none.
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -16,10 +17,11 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 import sgn
 from sgn.notebooks import (
     NotebookError,
+    chapter_parameters,
     check_parameters,
-    find_notebooks,
     load_profile,
     notebook_parameters,
+    read_chapters,
     run_notebook,
     run_pipeline,
 )
@@ -173,8 +175,7 @@ def test_pipeline_reruns_downstream_of_a_code_change_only(tmp_path):
     side = tmp_path / "side"
     first = make_notebook(tmp_path / "nb" / "01_a.ipynb", f'x = 1\nout_dir = "{side / "a"}"', BODY)
     second = make_notebook(tmp_path / "nb" / "02_b.ipynb", f'x = 1\nout_dir = "{side / "b"}"', BODY)
-    notebooks = find_notebooks(tmp_path / "nb")
-    assert notebooks == [first, second]
+    notebooks = [first, second]
     out = tmp_path / "executed"
 
     run_pipeline(notebooks, {}, out, progress=False)
@@ -191,35 +192,65 @@ def test_pipeline_stops_at_the_first_failure(tmp_path):
     make_notebook(tmp_path / "nb" / "01_a.ipynb", "fail = True", FAIL.replace("x * 2", "2"))
     make_notebook(tmp_path / "nb" / "02_b.ipynb", f'x = 1\nout_dir = "{tmp_path / "side"}"', BODY)
     with pytest.raises(NotebookError, match="notebook 01_a failed in cell 3"):
-        run_pipeline(find_notebooks(tmp_path / "nb"), {}, tmp_path / "executed", progress=False)
+        run_pipeline(sorted((tmp_path / "nb").glob("*.ipynb")), {}, tmp_path / "executed", progress=False)
     assert runs(tmp_path / "side") == []
 
 
 # -- profiles -------------------------------------------------------------------
 
 
-def test_load_profile_checks_notebooks_and_parameters(tmp_path):
-    make_notebook(tmp_path / "notebooks" / "01_a.ipynb", PARAMETERS)
-    profile = tmp_path / "notebooks" / "profiles" / "smoke.yaml"
-    profile.parent.mkdir()
-    profile.write_text("01_a:\n  rate: 1\n  names: [c]\n")
-    assert load_profile(profile) == {"01_a": {"rate": 1.0, "names": ["c"]}}
+def _chapters(folder: Path, text: str) -> Path:
+    (folder / "chapters.yaml").write_text(textwrap.dedent(text))
+    return folder
 
-    profile.write_text("01_b:\n  rate: 1\n")
-    with pytest.raises(SGNError, match=r"smoke.yaml: no notebook 01_b.ipynb .*\(notebooks: 01_a\)"):
-        load_profile(profile)
-    profile.write_text("01_a:\n  rate: fast\n")
-    with pytest.raises(SGNError, match="smoke.yaml: 01_a.ipynb: parameter rate expects float"):
-        load_profile(profile)
-    profile.write_text("01_a: [1\n")
-    with pytest.raises(SGNError, match="not valid YAML"):
-        load_profile(profile)
+
+def test_load_profile_checks_chapters_and_parameters(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    make_notebook(notebooks / "01_a.ipynb", PARAMETERS)
+    make_notebook(notebooks / "02_b.ipynb", 'rate = 2.0  # shared\nout_dir = "."  # given by the runner')
+    _chapters(notebooks, "root: 01_a\nchapters:\n  - {notebook: 01_a}\n  - {notebook: 02_b}\n")
+    profile = notebooks / "profiles" / "smoke.yaml"
+    profile.parent.mkdir()
+    profile.write_text("shared:\n  rate: 3\nchapters:\n  01_a:\n    names: [c]\n  02_b:\n    rate: 4\n")
+    assert load_profile(profile) == {"01_a": {"rate": 3.0, "names": ["c"]}, "02_b": {"rate": 4.0}}
+
+    for text, message in [
+        ("chapters:\n  01_c:\n    rate: 1\n", "smoke.yaml: 01_c is not a chapter of"),
+        ("chapters:\n  01_a:\n    rate: fast\n", "smoke.yaml: 01_a.ipynb: parameter rate expects float"),
+        ("shared:\n  speed: 1\n", "smoke.yaml: shared parameter 'speed' is a parameter of no chapter"),
+        ("01_a:\n  rate: 1\n", "expected a mapping with `shared` and `chapters` sections"),
+        ("chapters: [1\n", "not valid YAML"),
+    ]:
+        profile.write_text(text)
+        with pytest.raises(SGNError, match=message):
+            load_profile(profile)
+
+
+def test_runner_gives_each_chapter_its_profile_and_folders(tmp_path):
+    notebook = make_notebook(tmp_path / "notebooks" / "01_a.ipynb",
+                             'profile = "cpu"  # profile\nout_dir = "."  # out\nresults_dir = "."  # all results')
+    given = chapter_parameters(notebook, "smoke", tmp_path / "results" / "smoke" / "executed")
+    assert given == {"profile": "smoke", "out_dir": "../results/smoke/01_a", "results_dir": "../results/smoke"}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("root: 01_a\nchapters:\n  - {notebook: 01_z}\n", "chapter .*01_z.* names no notebook"),
+    ("root: 01_a\nchapters:\n  - {notebook: 01_a}\n  - {notebook: 01_a}\n", "chapter 01_a is listed twice"),
+    ("root: 01_a\nparts: [A]\nchapters:\n  - {notebook: 01_a, part: B}\n", "part 'B' is not one of parts"),
+    ("root: 09_x\nchapters:\n  - {notebook: 01_a}\n", "root '09_x' is not one of the chapters"),
+    ("root: 01_a\nchapters:\n  - {notebook: 01_a}\npages:\n  - {file: api, part: Z}\n", "page .* needs a file"),
+    ("chapters: 01_a\n", "expected a mapping with a list of chapters"),
+])
+def test_chapter_list_errors_are_one_line(tmp_path, text, message):
+    make_notebook(tmp_path / "01_a.ipynb", PARAMETERS)
+    with pytest.raises(SGNError, match=message):
+        read_chapters(_chapters(tmp_path, text))
 
 
 # -- the repository's own notebooks and profiles ----------------------------------
 
 
-@pytest.mark.parametrize("notebook", find_notebooks(ROOT / "notebooks"), ids=lambda p: p.stem)
+@pytest.mark.parametrize("notebook", read_chapters(ROOT / "notebooks").notebooks, ids=lambda p: p.stem)
 def test_repository_notebook_has_an_injectable_parameters_cell(notebook):
     assert notebook_parameters(notebook)
 

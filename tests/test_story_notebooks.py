@@ -9,30 +9,38 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import yaml
 
-from sgn.book import BUILD_RECORD, build_book
-from sgn.notebooks import find_notebooks, load_profile
+from sgn.book import BUILD_RECORD, build_book, table_of_contents
+from sgn.notebooks import chapter_parameters, load_profile, read_chapters
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-STORY = ["01_data", "02_train", "03_evaluate", "04_ablation_class_tokens", "05_ablation_num_sources", "06_listen",
-         "07_grouping", "08_method", "09_overview", "10_reproduce", "11_paper"]
+CHAPTERS = read_chapters(NOTEBOOKS)
+STORY = [n.stem for n in CHAPTERS.notebooks]
 
 
-def test_every_notebook_is_in_every_profile():
-    assert [n.stem for n in find_notebooks(NOTEBOOKS)] == STORY
+def test_every_notebook_is_a_chapter_in_the_book_and_every_profile():
+    assert sorted(STORY) == sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    toc = yaml.safe_load(table_of_contents(CHAPTERS))
+    in_book = [entry["file"] for part in toc["parts"] for entry in part["chapters"]] + [toc["root"]]
+    assert sorted(f for f in in_book if f.startswith("notebooks/")) == sorted(f"notebooks/{s}" for s in STORY)
+    assert STORY[-1] == CHAPTERS.root  # the landing page summarises every chapter: it runs last
     for profile in ("smoke", "cpu", "gpu"):
         params = load_profile(NOTEBOOKS / "profiles" / f"{profile}.yaml")
         assert list(params) == STORY, profile
-        # the overview reads the executed copies where `sgn book` puts them
-        assert params["09_overview"]["executed_dir"] == f"../results/{profile}/executed"
-        assert all(p["profile"] == profile for p in params.values())
+    # the runner gives the overview the executed copies where `sgn book` puts them
+    executed = NOTEBOOKS.parent / "results" / "smoke" / "executed"
+    given = chapter_parameters(NOTEBOOKS / "09_overview.ipynb", "smoke", executed)
+    assert given == {"profile": "smoke", "out_dir": "../results/smoke/09_overview",
+                     "results_dir": "../results/smoke", "executed_dir": "../results/smoke/executed"}
 
 
 def test_smoke_pipeline_results(smoke_book):
     results_dir = smoke_book / "results" / "smoke"
     for stem in STORY:
-        assert (results_dir / "executed" / f"{stem}.ipynb").is_file()
-        assert (results_dir / stem / "provenance.json").is_file()
+        record = nbformat.read(results_dir / "executed" / f"{stem}.ipynb", as_version=4).metadata["sgn"]
+        assert record["parameters"]["profile"] == "smoke" and record["machine"]["cpu_count"] >= 1
+        assert record["parameters"]["out_dir"] == f"../results/smoke/{stem}"
     headline = pd.read_csv(results_dir / "03_evaluate" / "headline.csv")
     assert {"sgn", "unet", "nmf", "mixture", "irm", "ibm"} <= set(headline["method"])
     assert (results_dir / "02_train" / "curves.png").stat().st_size > 1000

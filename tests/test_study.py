@@ -1,0 +1,84 @@
+"""Studies as library calls: variants x seeds, trained once each, scored into one long table."""
+
+import pandas as pd
+import pytest
+
+from sgn.config import apply_overrides, load_config
+from sgn.study import (
+    CLASS_TOKEN_VARIANTS, NUM_SOURCES_VARIANTS, STUDY_COLUMNS, pick_variants, run_study, study_means, study_run_dir,
+    variant_config,
+)
+from sgn.utils import SGNError
+
+BUDGET = {"optim.max_steps": 2, "eval_every": 2, "data.val_mixtures": 2}
+
+
+@pytest.fixture(scope="module")
+def study(tiny_synth, tiny_test_list, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("study_runs")
+    variants = pick_variants(CLASS_TOKEN_VARIANTS, ["full", "no_grouping"])
+    frame = run_study(variants, [0, 1], config="smoke", data_index=tiny_synth, budget=BUDGET,
+                      mixtures=tiny_test_list, runs_dir=runs, device="cpu", progress=False)
+    return frame, runs
+
+
+def test_long_table_has_every_variant_seed_and_metric(study, tiny_test_list):
+    frame, _ = study
+    assert tuple(frame.columns) == STUDY_COLUMNS
+    assert frame.groupby(["variant", "seed"]).ngroups == 4
+    sources = pd.read_csv(tiny_test_list)
+    per_run = frame[(frame["variant"] == "full") & (frame["seed"] == 0)]
+    assert (per_run["metric"] == "sdr").sum() == len(sources)  # one row per source
+    assert (per_run["metric"] == "presence_recall").sum() == sources["mixture_id"].nunique()  # one per mixture
+    assert (per_run["metric"] == "train_minutes").sum() == 1
+    assert set(per_run.loc[per_run["metric"] == "sdr", "class"]) == set(sources["class"])
+
+
+def test_seeds_train_different_models(study):
+    frame, _ = study
+    sdr = frame[frame["metric"] == "sdr"].groupby(["variant", "seed"])["value"].mean()
+    assert sdr[("full", 0)] != sdr[("full", 1)]
+
+
+def test_a_second_study_trains_and_scores_nothing_again(study, tiny_synth, tiny_test_list, monkeypatch):
+    import sgn.evaluate
+    import sgn.train
+
+    frame, runs = study
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained or scored again")
+
+    monkeypatch.setattr(sgn.train, "train_step", refuse)
+    monkeypatch.setattr(sgn.evaluate, "evaluate", refuse)
+    again = run_study({"full": {}}, [1, 0], config="smoke", data_index=tiny_synth, budget=BUDGET,
+                      mixtures=tiny_test_list, runs_dir=runs, device="cpu", progress=False)
+    same = frame[frame["variant"] == "full"].sort_values(["seed", "metric", "mixture_id", "source"])
+    mine = again.sort_values(["seed", "metric", "mixture_id", "source"])
+    pd.testing.assert_frame_equal(same.reset_index(drop=True), mine.reset_index(drop=True))
+
+
+def test_runs_are_keyed_by_config_and_seed(tiny_synth):
+    base = apply_overrides(load_config("smoke"), {"data.index": str(tiny_synth)})
+    full = variant_config(base, {}, BUDGET, 0)
+    assert study_run_dir("r", full) == study_run_dir("r", variant_config(base, {"model.grouping": True}, BUDGET, 0))
+    assert study_run_dir("r", full) != study_run_dir("r", variant_config(base, {}, BUDGET, 1))
+    assert study_run_dir("r", full) != study_run_dir("r", variant_config(base, {"model.grouping": False}, BUDGET, 0))
+    # the variant's own overrides win over the budget
+    assert variant_config(base, {"optim.max_steps": 5}, BUDGET, 0).optim.max_steps == 5
+
+
+def test_means_by_variant_keep_the_variants_order(study):
+    frame, _ = study
+    table = study_means(frame, ["sdr", "presence_precision"])
+    assert list(table.index) == ["full", "no_grouping"] and list(table.columns) == ["sdr", "presence_precision"]
+    by_n = study_means(frame, ["sdr"], by=["variant", "n_sources"])
+    assert by_n.index.names == ["variant", "n_sources"]
+
+
+def test_unknown_variant_and_no_seed_are_one_line(tiny_test_list, tmp_path):
+    with pytest.raises(SGNError, match="unknown variant 'k3'; known: "):
+        pick_variants(CLASS_TOKEN_VARIANTS, ["full", "k3"])
+    with pytest.raises(SGNError, match="name at least one seed"):
+        run_study({"full": {}}, [], config="smoke", mixtures=tiny_test_list, runs_dir=tmp_path)
+    assert list(pick_variants(NUM_SOURCES_VARIANTS, [])) == ["trained_on_2", "trained_on_1to4"]
