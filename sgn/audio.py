@@ -308,16 +308,6 @@ class STFTSpec:
         return wave.reshape(*lead, length)
 
 
-def magnitude_phase(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a complex spectrogram into magnitude and phase (same shape, real)."""
-    return spec.abs(), spec.angle()
-
-
-def from_magnitude_phase(magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """The complex spectrogram ``magnitude * exp(i phase)``."""
-    return torch.polar(magnitude, phase)
-
-
 def log_magnitude(magnitude: torch.Tensor, floor: float = 1e-10) -> torch.Tensor:
     """Natural log of a magnitude spectrogram, floored so silence stays finite."""
     return torch.log(magnitude.clamp_min(floor))
