@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sgn.audio import load_audio
-from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS, INSTRUMENTS, describe_clip, render_synth_music
+from sgn.data import read_index
+from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS, describe_banks, render_synth_music, timbre_distances
 
 _NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
@@ -35,7 +35,7 @@ def note_name(midi: float) -> str:
 
 def markdown(table: pd.DataFrame) -> str:
     """A pipe table of ``table`` (its index too when named), without extra dependencies."""
-    if table.index.name:
+    if any(table.index.names):
         table = table.reset_index()
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
@@ -68,35 +68,20 @@ def timed_render(root: Path, jobs: int | None, **kwargs) -> dict:
     }
 
 
-def describe_set(root: Path) -> pd.DataFrame:
-    """Median spectral centroid and pitch range per class, measured on the audio."""
-    index = pd.read_csv(root / "index.csv")
-    rows = []
-    for path, name in zip(index["path"], index["class"]):
-        wave, sample_rate = load_audio(root / path)
-        rows.append({"class": name, **describe_clip(wave, sample_rate)})
-    measured = pd.DataFrame(rows).groupby("class", sort=False)
-    table = pd.DataFrame(
-        {
-            "GM program": [INSTRUMENTS[c].program for c in measured.groups],
-            "designed range": [
-                f"{note_name(INSTRUMENTS[c].low)}-{note_name(INSTRUMENTS[c].high)}" for c in measured.groups
-            ],
-            "centroid (Hz)": measured["centroid_hz"].median().round(0).astype(int).to_numpy(),
-            "median f0 (Hz)": measured["f0_median_hz"].median().round(0).astype(int).to_numpy(),
-            "pitch p5-p95 (median clip)": [
-                f"{note_name(lo)}-{note_name(hi)}"
-                for lo, hi in zip(measured["pitch_low"].median(), measured["pitch_high"].median())
-            ],
-            "pitch p5-p95 (all clips)": [
-                f"{note_name(lo)}-{note_name(hi)}"
-                for lo, hi in zip(measured["pitch_low"].min(), measured["pitch_high"].max())
-            ],
-            "voiced": measured["voiced_fraction"].median().round(2).to_numpy(),
-        },
-        index=pd.Index(list(measured.groups), name="class"),
-    )
-    return table
+def describe_set(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per class and bank: median spectral centroid, f0 and pitch range, measured on up to 16
+    solo clips each; and per class, the timbre distance across banks against other classes."""
+    described = describe_banks(read_index(root / "index.csv"), per_group=16)
+    measured = described.groupby(["class", "bank"], sort=True)
+    table = pd.DataFrame({
+        "programs": measured["program"].unique().apply(lambda p: ", ".join(map(str, sorted(p)))),
+        "centroid (Hz)": measured["centroid_hz"].median().round(0).astype(int),
+        "median f0 (Hz)": measured["f0_median_hz"].median().round(0).astype(int),
+        "pitch p5-p95 (median clip)": [f"{note_name(lo)}-{note_name(hi)}" for lo, hi in
+                                       zip(measured["pitch_low"].median(), measured["pitch_high"].median())],
+        "voiced": measured["voiced_fraction"].median().round(2),
+    })
+    return table, timbre_distances(described).set_index("class").round(2)
 
 
 def main() -> None:
@@ -117,8 +102,11 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f}, jobs={args.jobs or 'auto'}\n")  # fmt: skip
         print(markdown(pd.DataFrame(rows)))
         if args.describe:
-            print("\nMeasured per class on the default set (sgn.synth.describe_clip)\n")
-            print(markdown(describe_set(default)))
+            table, distances = describe_set(default)
+            print("\nMeasured per class and bank on the default set (sgn.synth.describe_banks)\n")
+            print(markdown(table))
+            print("\nTimbre distance (sgn.synth.timbre_distances): across a class's banks vs to other classes\n")
+            print(markdown(distances))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,9 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
         seconds=args.seconds,
         sample_rate=args.sample_rate,
         seed=args.seed,
+        banks=args.banks,
+        held_out=None if args.held_out_bank == "none" else args.held_out_bank,
+        ensembles=args.ensembles,
         soundfont=args.soundfont,
         classes=args.classes,
         jobs=args.jobs,
@@ -76,13 +79,16 @@ def _cmd_data_mixtures(args: argparse.Namespace) -> None:
         count=args.count,
         seed=args.seed,
         segment_samples=args.segment_samples,
+        mode=args.mode,
     )
     out = write_mixture_list(frame, args.out)
     log.info("wrote %d mixtures (%d source rows) to %s", frame["mixture_id"].nunique(), len(frame), out)
 
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
-    from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS
+    from sgn.data import MIXTURE_MODES, SPLITS
+    from sgn.soundfonts import BANKS, DEFAULT_HELD_OUT
+    from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_ENSEMBLES, DEFAULT_SECONDS
 
     data = sub.add_parser("data", help="make, download and prepare data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -93,14 +99,21 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="length of each clip")
     synth.add_argument("--sample-rate", type=int, default=11025)
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--soundfont", type=Path, default=None, help=".sf2 file (default: pretty_midi's TimGM6mb)")
+    synth.add_argument("--banks", type=_csv_list, default=None,
+                       help=f"comma-separated instrument banks (default: all of {', '.join(BANKS)}, from npm)")
+    synth.add_argument("--held-out-bank", default=DEFAULT_HELD_OUT,
+                       help=f"bank that renders test_unseen alone, or 'none' (default: {DEFAULT_HELD_OUT})")
+    synth.add_argument("--ensembles", type=int, default=DEFAULT_ENSEMBLES, help="ensemble pieces per test split")
+    synth.add_argument("--soundfont", type=Path, default=None, help="one .sf2/.sf3 file instead of the banks")
     synth.add_argument("--classes", type=_csv_list, default=None, help="comma-separated subset of the MUSIC classes")
     synth.add_argument("--jobs", type=int, default=None, help="rendering processes (default: up to 2)")
     synth.set_defaults(func=_cmd_data_synth)
 
     mixtures = data_sub.add_parser("mixtures", help="draw a fixed list of evaluation mixtures")
     mixtures.add_argument("--index", type=Path, required=True, help="the data set's index.csv")
-    mixtures.add_argument("--split", default="test", choices=["train", "val", "test"])
+    mixtures.add_argument("--split", default="test_seen", choices=SPLITS)
+    mixtures.add_argument("--mode", default="independent", choices=MIXTURE_MODES,
+                          help="independent clips, or the parts of one ensemble piece (aligned)")
     mixtures.add_argument("--n-sources", default="2", help="sources per mixture: N, or a range like 1-4")
     mixtures.add_argument("--count", type=int, default=300)
     mixtures.add_argument("--seed", type=int, default=0)

@@ -49,7 +49,11 @@ MUSIC_CLASSES: tuple[str, ...] = (
 
 # Columns every index.csv has; ``path`` is relative to the index file's folder.
 INDEX_COLUMNS: tuple[str, ...] = ("path", "class", "split", "duration_s", "sample_rate")
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+# test_seen / test_unseen: SynthMUSIC's test clips rendered with banks seen in training, and
+# with the held-out bank alone; downloaded sets have one test split.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "test_seen", "test_unseen")
+# Mixture-list modes: independent clips, or the parts of one ensemble piece (index column `piece`).
+MIXTURE_MODES: tuple[str, ...] = ("independent", "ensemble")
 # Columns of a fixed mixture list, one row per source.
 MIXTURE_COLUMNS: tuple[str, ...] = (
     "mixture_id", "n_sources", "source", "class", "path", "offset", "length", "gain",
@@ -315,7 +319,8 @@ class _ClipPool:
 
     def __init__(self, index: pd.DataFrame, split: str, classes: Sequence[str], segment_samples: int):
         where = index.attrs.get("path", "index")
-        rows = index[(index["split"] == split) & (index["num_samples"] >= segment_samples)]
+        rows = solo_clips(index)
+        rows = rows[(rows["split"] == split) & (rows["num_samples"] >= segment_samples)]
         self.classes = list(classes)
         self.by_class: list[pd.DataFrame] = []
         for name in self.classes:
@@ -337,6 +342,11 @@ class _ClipPool:
             gain = float(rng.uniform(*gain_range))
             specs.append(SourceSpec(row["abspath"], self.classes[cid], offset, segment_samples, gain))
         return specs
+
+
+def solo_clips(index: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``index`` that are solo clips (not parts of an ensemble piece)."""
+    return index[index["piece"].isna()] if "piece" in index.columns else index
 
 
 def _draw_classes(rng: np.random.Generator, n_classes: int, n_range: tuple[int, int]) -> list[int]:
@@ -404,8 +414,13 @@ def make_mixture_list(
     segment_samples: int = 65535,
     gain_range: tuple[float, float] = DEFAULT_GAIN_RANGE,
     classes: Sequence[str] | None = None,
+    mode: str = "independent",
 ) -> pd.DataFrame:
     """Draw a fixed list of evaluation mixtures: one row per source, :data:`MIXTURE_COLUMNS`.
+
+    ``mode="independent"``: N solo clips of distinct classes, each at its own offset.
+    ``mode="ensemble"``: N parts of one ensemble piece (composed together: one key, tempo,
+    chords and rhythm) at one shared offset; pieces are used in turn.
 
     ``path`` holds absolute clip paths; :func:`write_mixture_list` stores them relative
     to the list's own folder, so a list and its data set can move together.
@@ -416,27 +431,47 @@ def make_mixture_list(
         raise SGNError(f"segment_samples: expected a positive length, got {segment_samples}")
     if split not in SPLITS:
         raise SGNError(f"split: expected one of {list(SPLITS)}, got {split!r}")
+    if mode not in MIXTURE_MODES:
+        raise SGNError(f"mode: expected one of {list(MIXTURE_MODES)}, got {shorten(mode)}")
     classes = list(classes) if classes is not None else index_classes(index)
     n_range = parse_n_sources(n_sources)
     if n_range[1] > len(classes):
         raise SGNError(f"n_sources: {n_range[1]} sources need {n_range[1]} classes, the data set has {len(classes)}")
-    pool = _ClipPool(index, split, classes, segment_samples)
     rng = np.random.default_rng(seed)
-    rows = []
-    for mixture_id in range(count):
-        class_ids = _draw_classes(rng, len(classes), n_range)
-        for slot, spec in enumerate(pool.draw(rng, class_ids, segment_samples, gain_range)):
-            rows.append({
-                "mixture_id": mixture_id,
-                "n_sources": len(class_ids),
-                "source": slot,
-                "class": spec.class_name,
-                "path": spec.path,
-                "offset": spec.offset,
-                "length": spec.length,
-                "gain": round(spec.gain, 6),
-            })
+    if mode == "ensemble":
+        mixtures = _ensemble_mixtures(index, split, n_range, count, rng, segment_samples, gain_range)
+    else:
+        pool = _ClipPool(index, split, classes, segment_samples)
+        mixtures = [pool.draw(rng, _draw_classes(rng, len(classes), n_range), segment_samples, gain_range)
+                    for _ in range(count)]
+    rows = [{"mixture_id": mixture_id, "n_sources": len(specs), "source": slot, "class": spec.class_name,
+             "path": spec.path, "offset": spec.offset, "length": spec.length, "gain": round(spec.gain, 6)}
+            for mixture_id, specs in enumerate(mixtures) for slot, spec in enumerate(specs)]
     return pd.DataFrame(rows, columns=list(MIXTURE_COLUMNS))
+
+
+def _ensemble_mixtures(index: pd.DataFrame, split: str, n_range: tuple[int, int], count: int,
+                       rng: np.random.Generator, segment_samples: int,
+                       gain_range: tuple[float, float]) -> list[list[SourceSpec]]:
+    """``count`` mixtures of the parts of ``split``'s ensemble pieces, parts aligned."""
+    where = index.attrs.get("path", "index")
+    parts = index[index["piece"].notna()] if "piece" in index.columns else index.iloc[:0]
+    parts = parts[(parts["split"] == split) & (parts["num_samples"] >= segment_samples)]
+    pieces = [group.sort_values("class") for _, group in parts.groupby("piece", sort=True)]
+    if not pieces:
+        raise SGNError(f"{where}: no ensemble piece in split {split} with parts of at least {segment_samples} samples")
+    fewest = min(len(group) for group in pieces)
+    if n_range[1] > fewest:
+        raise SGNError(f"n_sources: {n_range[1]} sources, but the ensemble pieces have {fewest} parts")
+    mixtures = []
+    for mixture_id in range(count):
+        group = pieces[mixture_id % len(pieces)]
+        n = int(rng.integers(n_range[0], n_range[1] + 1))
+        chosen = group.iloc[sorted(int(i) for i in rng.choice(len(group), size=n, replace=False))]
+        offset = int(rng.integers(int(chosen["num_samples"].min()) - segment_samples + 1))  # one for every part
+        mixtures.append([SourceSpec(row.abspath, row["class"], offset, segment_samples, float(rng.uniform(*gain_range)))
+                         for _, row in chosen.iterrows()])
+    return mixtures
 
 
 def write_mixture_list(frame: pd.DataFrame, out: str | os.PathLike) -> Path:

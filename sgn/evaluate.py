@@ -22,6 +22,7 @@ interval) by method, by method and number of sources, and by method and class.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -64,6 +65,14 @@ def _masked(mixture: torch.Tensor, masks: torch.Tensor, stft: STFTSpec) -> torch
     return stft.istft(masks * stft.stft(mixture)[:, None], mixture.shape[-1])
 
 
+@functools.lru_cache(maxsize=2)
+def _fitted_nmf(index_path: str, classes: tuple[str, ...], stft: STFTSpec):
+    """NMF fitted once per index file, classes and STFT in a process (scoring several lists)."""
+    from sgn.nmf import NMFSeparator
+
+    return NMFSeparator.fit(read_index(index_path), list(classes), stft)
+
+
 def reference_estimator(method: str, stft: STFTSpec, classes: list[str], index: pd.DataFrame | None) -> Estimator:
     """The estimator of a reference or baseline ``method`` (see the module docstring)."""
     if method == "mixture":
@@ -75,7 +84,8 @@ def reference_estimator(method: str, stft: STFTSpec, classes: list[str], index: 
 
         if index is None:
             raise SGNError("--method nmf needs --index (its dictionaries are learned from the training split)")
-        nmf = NMFSeparator.fit(index, classes, stft)
+        nmf = _fitted_nmf(index.attrs.get("path", ""), tuple(classes), stft) if index.attrs.get("path") \
+            else NMFSeparator.fit(index, classes, stft)
 
         def nmf_estimate(batch):
             masks = nmf.masks(stft.stft(batch["mixture"]).abs(), batch["class_ids"])  # [B, N, F, T]

@@ -34,6 +34,18 @@ def save_table(frame: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Pa
     return path
 
 
+def table_path(results_dir: str | os.PathLike, chapter: str, name: str) -> Path:
+    """Where chapter ``chapter`` saved its table ``name`` under ``results_dir`` (it must exist).
+
+    Raises:
+        SGNError: the chapter has not written that table (it has not run with this profile).
+    """
+    path = Path(results_dir) / chapter / f"{name}.csv"
+    if not path.is_file():
+        raise SGNError(f"{path}: chapter {chapter} has written no table {name!r}; run that chapter first")
+    return path
+
+
 def read_table(results_dir: str | os.PathLike, chapter: str, name: str, index: str | None = None) -> pd.DataFrame:
     """The table ``name`` that chapter ``chapter`` saved with :func:`save_table` under ``results_dir``.
 
@@ -46,10 +58,7 @@ def read_table(results_dir: str | os.PathLike, chapter: str, name: str, index: s
     Raises:
         SGNError: the chapter has not written that table (it has not run with this profile).
     """
-    path = Path(results_dir) / chapter / f"{name}.csv"
-    if not path.is_file():
-        raise SGNError(f"{path}: chapter {chapter} has written no table {name!r}; run that chapter first")
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(table_path(results_dir, chapter, name))
     return frame.set_index(index) if index else frame
 
 

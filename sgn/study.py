@@ -4,7 +4,7 @@
 
     from sgn.study import CLASS_TOKEN_VARIANTS, run_study
     scores = run_study({name: CLASS_TOKEN_VARIANTS[name] for name in ("full", "no_grouping")}, seeds=[0, 1, 2],
-                       config="cpu", budget={"optim.max_steps": 120}, mixtures="results/cpu/01_data/test_2src.csv",
+                       config="cpu", budget={"optim.max_steps": 120}, mixtures="results/cpu/01_data/test_seen_2src.csv",
                        runs_dir="runs/cpu/ablations")
 
 Each (variant, seed) trains once: its run folder is named by the resolved config (the

@@ -59,7 +59,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-
 import sgn
 from sgn.notebooks import DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters, run_notebook
 from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, read_yaml, sha256_file

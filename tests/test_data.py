@@ -28,7 +28,7 @@ STFT = STFTSpec(254, 64)
 def test_read_index(tiny_synth):
     index = read_index(tiny_synth)
     assert index_classes(index) == sorted(TINY_CLASSES)
-    assert set(index["split"]) == {"train", "val", "test"}
+    assert set(index["split"]) == {"train", "val", "test_seen", "test_unseen"}
     assert (index["num_samples"] == round(1.5 * 11025)).all()
 
 
@@ -75,8 +75,8 @@ def test_variable_number_of_sources_pads(tiny_synth):
 
 def test_mixture_list_round_trip(tiny_synth, tmp_path):
     index = read_index(tiny_synth)
-    frame = make_mixture_list(index, "test", n_sources=2, count=10, seed=0, segment_samples=4096)
-    again = make_mixture_list(index, "test", n_sources=2, count=10, seed=0, segment_samples=4096)
+    frame = make_mixture_list(index, "test_seen", n_sources=2, count=10, seed=0, segment_samples=4096)
+    again = make_mixture_list(index, "test_seen", n_sources=2, count=10, seed=0, segment_samples=4096)
     pd.testing.assert_frame_equal(frame, again)
     assert len(frame) == 20 and frame["mixture_id"].nunique() == 10
     out = write_mixture_list(frame, tmp_path / "lists" / "test.csv")
@@ -94,12 +94,12 @@ def test_mixture_list_round_trip(tiny_synth, tmp_path):
 def test_mixture_list_errors(tiny_synth, tmp_path):
     index = read_index(tiny_synth)
     with pytest.raises(SGNError, match="n_sources: 5 sources need 5 classes"):
-        make_mixture_list(index, "test", n_sources=5, count=3)
-    with pytest.raises(SGNError, match="no test clip of at least"):
-        make_mixture_list(index, "test", n_sources=2, count=3, segment_samples=10**6)
+        make_mixture_list(index, "test_seen", n_sources=5, count=3)
+    with pytest.raises(SGNError, match="no test_seen clip of at least"):
+        make_mixture_list(index, "test_seen", n_sources=2, count=3, segment_samples=10**6)
     with pytest.raises(SGNError, match="count"):
-        make_mixture_list(index, "test", count=0)
-    frame = make_mixture_list(index, "test", n_sources=2, count=3, segment_samples=1024)
+        make_mixture_list(index, "test_seen", count=0)
+    frame = make_mixture_list(index, "test_seen", n_sources=2, count=3, segment_samples=1024)
     with pytest.raises(SGNError, match="not among the model's classes"):
         FixedMixtureDataset(frame, ["cello"], STFT)
     with pytest.raises(SGNError, match="mixture list not found"):
@@ -317,3 +317,22 @@ def test_read_segment_reports_offsets_past_the_end(clips, offset):
     one_line(str(err.value), "a.wav: offset", "past the end of the file (22050 samples)")
     assert "not a readable" not in str(err.value)
     assert read_segment(str(clips / "a.wav"), 22000, 100)[50:].tolist() == [0.0] * 50  # padded past the end
+
+
+def test_ensemble_mixtures_take_aligned_parts_of_one_piece(tiny_synth):
+    index = read_index(tiny_synth)
+    frame = make_mixture_list(index, "test_unseen", n_sources="2-4", count=8, seed=3, segment_samples=4096,
+                              mode="ensemble")
+    pieces = index.set_index("abspath")["piece"]
+    for _, rows in frame.groupby("mixture_id"):
+        assert rows["path"].map(pieces).nunique() == 1  # one piece
+        assert rows["offset"].nunique() == 1 and rows["class"].is_unique  # aligned, distinct classes
+    assert frame["path"].map(pieces).str.startswith("test_unseen_").all()
+    assert set(frame["path"].map(index.set_index("abspath")["bank"])) == {"fluidr3"}  # the held-out bank
+    solo = make_mixture_list(index, "test_unseen", n_sources=2, count=8, seed=3, segment_samples=4096)
+    assert solo["path"].map(pieces).isna().all()  # independent mixtures never use a piece's parts
+    with pytest.raises(SGNError, match="5 sources, but the ensemble pieces have 4 parts"):
+        make_mixture_list(index, "test_seen", n_sources=5, count=2, mode="ensemble", segment_samples=4096,
+                          classes=[f"c{i}" for i in range(6)])
+    with pytest.raises(SGNError, match="mode: expected one of"):
+        make_mixture_list(index, "test_seen", count=2, mode="duet")

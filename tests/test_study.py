@@ -5,7 +5,13 @@ import pytest
 
 from sgn.config import apply_overrides, load_config
 from sgn.study import (
-    CLASS_TOKEN_VARIANTS, NUM_SOURCES_VARIANTS, STUDY_COLUMNS, pick_variants, run_study, study_means, study_run_dir,
+    CLASS_TOKEN_VARIANTS,
+    NUM_SOURCES_VARIANTS,
+    STUDY_COLUMNS,
+    pick_variants,
+    run_study,
+    study_means,
+    study_run_dir,
     variant_config,
 )
 from sgn.utils import SGNError

