@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from sgn.utils import SGNError, shorten
+from sgn.utils import SGNError
 
 
 def npm_pack(package: str, cwd: Path, why: str) -> Path:
@@ -29,5 +29,5 @@ def npm_pack(package: str, cwd: Path, why: str) -> Path:
     done = subprocess.run([npm, "pack", "--silent", package], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SGNError(f"npm pack {package} failed: {shorten(detail, 200)}")
+        raise SGNError(f"npm pack {package} failed: {detail[:200]}")
     return Path(cwd) / done.stdout.strip().splitlines()[-1]
