@@ -127,6 +127,7 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_download(args: argparse.Namespace) -> None:
     from sgn.download import download, plan
 
+    check_output(args.root, kind="dir", flag="--root")
     try:
         ytdlp_args = shlex.split(args.yt_dlp_args or "")
     except ValueError as err:
@@ -247,6 +248,7 @@ def _cmd_notebooks(args: argparse.Namespace) -> None:
 
     # papermill logs two INFO lines per notebook; the progress bars say the same
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    check_output(args.out, kind="dir")
     notebooks = read_chapters(args.dir).notebooks
     profile = resolve_profile(args.profile, args.dir) if args.profile else None
     params = load_profile(profile, args.dir) if profile else {}
@@ -260,6 +262,7 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
     # papermill logs two INFO lines per notebook; across a grid they drown the progress bar
     logging.getLogger("papermill").setLevel(logging.WARNING)
+    check_output(args.out, kind="dir", inputs=[args.grid])
     frame = run_sweep(args.grid, args.out, jobs=args.jobs, executor=args.executor, scheduler=args.scheduler,
                       force=args.force)
     failed = int((frame["status"] == "failed").sum())
