@@ -182,12 +182,14 @@ def _add_launch_buttons(config_path: Path) -> None:
     if not url:
         return
     config = yaml.safe_load(config_path.read_text())
-    # the staged chapters sit at notebooks/NAME.ipynb, where the repository keeps their sources
-    config["repository"] = {"url": url, "branch": os.environ.get(BRANCH_ENV, "").strip() or "main",
-                            "path_to_book": ""}
-    config.setdefault("html", {})["use_repository_button"] = True
-    config["launch_buttons"] = {**config.get("launch_buttons", {}), "binderhub_url": "https://mybinder.org",
-                                "colab_url": "https://colab.research.google.com"}
+    # sphinx.config.html_theme_options replaces the theme options Jupyter Book would derive
+    # from `repository:` and `launch_buttons:`, so the settings go there; path_to_docs is
+    # empty because the staged chapters sit at notebooks/NAME.ipynb, as in the repository
+    theme = config.setdefault("sphinx", {}).setdefault("config", {}).setdefault("html_theme_options", {})
+    theme.update(repository_url=url, repository_branch=os.environ.get(BRANCH_ENV, "").strip() or "main",
+                 path_to_docs="", use_repository_button=True,
+                 launch_buttons={"notebook_interface": "classic", "binderhub_url": "https://mybinder.org",
+                                 "colab_url": "https://colab.research.google.com"})
     atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
 
 

@@ -538,6 +538,49 @@ def test_listening_room_separates_in_the_browser_as_python_does(driver, served_b
     assert all(u.startswith((f"{served_book}/", "data:", "blob:")) for u in requested), requested
 
 
+@pytest.mark.slow
+def test_listening_room_separates_a_dropped_file_and_refuses_one_it_cannot_read(driver, served_book, book_html,
+                                                                                 tmp_path):
+    """A 44.1 kHz stereo file is decoded, resampled and downmixed by the browser, then separated;
+    a file that is not audio is one line in the page's status."""
+    import numpy as np
+    import soundfile as sf
+    from selenium.webdriver.common.by import By
+
+    meta = json.loads((book_html / ROOM_ASSETS / "model.json").read_text())
+    seconds, rate = 2.0, 44100
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(tmp_path / "song.wav", np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], 1) * 0.3, rate)
+    (tmp_path / "notes.wav").write_text("not audio at all")
+    driver.get(f"{served_book}/{LISTENING_ROOM}")
+    _wait(lambda: _room_status(driver) in ("ready", "error"), 30)
+    driver.get_log("browser")
+    driver.find_element(By.ID, f"sgn-room-{meta['classes'][0]}").click()
+    for name, expected in (("song.wav", "done"), ("notes.wav", "error")):
+        driver.find_element(By.ID, "sgn-room-file").send_keys(str(tmp_path / name))
+        driver.find_element(By.ID, "sgn-room-separate-file").click()
+        _wait(lambda: _room_status(driver) in ("done", "error"), 120, step=0.5)
+        status = driver.execute_script("return [window.sgnRoom.status, document.querySelector('.sgn-room-status')"
+                                       ".textContent, window.sgnRoom.result && window.sgnRoom.result.estimates[0].length]")
+        assert status[0] == expected, status
+        assert "\n" not in status[1]
+        if expected == "done":
+            assert abs(status[2] - seconds * meta["sample_rate"]) <= 2  # resampled to the model's rate
+        else:
+            assert status[1] == "could not separate: notes.wav: this browser cannot read it as audio"
+    errors = [m["message"] for m in driver.get_log("browser") if m["level"] == "SEVERE"
+              and not _favicon_probe(served_book, m)]
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_bench_browser_runs(book_html, browser_paths):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_browser.py"), "--book", str(book_html),
+                           "--seconds", "1", "--reps", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 1 |" in done.stdout and "| model.onnx |" in done.stdout and "load average before" in done.stdout
+
+
 # ----------------------------------------------------------------------------- the workflow
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))

@@ -158,17 +158,19 @@ def test_build_book_names_a_missing_book(tmp_path):
 
 def test_launch_buttons_only_with_a_repository(tmp_path, monkeypatch):
     config = tmp_path / "_config.yml"
-    config.write_text("title: tiny\nlaunch_buttons:\n  notebook_interface: classic\n")
+    original = "title: tiny\nsphinx:\n  config:\n    html_theme_options: {search_bar_text: Search}\n"
+    config.write_text(original)
     monkeypatch.delenv(sgn.book.REPOSITORY_ENV, raising=False)
     sgn.book._add_launch_buttons(config)
-    assert config.read_text() == "title: tiny\nlaunch_buttons:\n  notebook_interface: classic\n"
+    assert config.read_text() == original
     monkeypatch.setenv(sgn.book.REPOSITORY_ENV, "https://github.com/someone/sgn/")
     monkeypatch.setenv(sgn.book.BRANCH_ENV, "pages")
     sgn.book._add_launch_buttons(config)
-    staged = yaml.safe_load(config.read_text())
-    assert staged["repository"] == {"url": "https://github.com/someone/sgn", "branch": "pages", "path_to_book": ""}
-    assert staged["launch_buttons"]["binderhub_url"] and staged["launch_buttons"]["notebook_interface"] == "classic"
-    assert staged["html"]["use_repository_button"] is True
+    theme = yaml.safe_load(config.read_text())["sphinx"]["config"]["html_theme_options"]
+    assert theme["search_bar_text"] == "Search" and theme["use_repository_button"] is True
+    assert (theme["repository_url"], theme["repository_branch"], theme["path_to_docs"]) == (
+        "https://github.com/someone/sgn", "pages", "")
+    assert theme["launch_buttons"]["binderhub_url"] and theme["launch_buttons"]["colab_url"]
 
 
 def test_chapter_files_for_the_pages_are_staged(tmp_path):
