@@ -43,7 +43,7 @@ for (let i = 0; i < n; i++) {
 }
 const started = performance.now();
 window.sgnRoom.separate(x, classes).then(
-  (r) => done({wall: (performance.now() - started) / 1000, worker: r.seconds, length: r.estimates[0].length}),
+  (r) => done({wall: (performance.now() - started) / 1000, worker: r.seconds, model: r.modelSeconds}),
   (e) => done({error: String(e)}));
 """
 
@@ -114,7 +114,7 @@ def chromium():
 
 
 def measure(chrome, url: str, seconds: list[float], reps: int, classes: list[str]) -> tuple[float, list]:
-    """(first call's load + separation of 1 s, [(seconds, median wall, median in worker)])."""
+    """(first call's load + separation of 1 s, [(seconds, median wall, in the worker, in the model)])."""
     chrome.get(url)
     deadline = time.monotonic() + 60
     while chrome.execute_script("return window.sgnRoom && window.sgnRoom.status") != "ready":
@@ -127,7 +127,7 @@ def measure(chrome, url: str, seconds: list[float], reps: int, classes: list[str
         runs = [chrome.execute_async_script(SEPARATE, length, classes) for _ in range(reps)]
         if any("error" in r for r in runs):
             raise SystemExit(f"separation failed: {runs}")
-        rows.append((length, statistics.median(r["wall"] for r in runs), statistics.median(r["worker"] for r in runs)))
+        rows.append((length, *(statistics.median(r[key] for r in runs) for key in ("wall", "worker", "model"))))
     return first["wall"], rows
 
 
@@ -154,10 +154,11 @@ def main(argv=None) -> None:
     print(f"\nmodel: {model} {meta['arch']} ({len(meta['classes'])} classes, n_fft {meta['n_fft']}, hop "
           f"{meta['hop']}, chunk {meta['chunk_samples']} samples at {meta['sample_rate']} Hz); 2 classes separated")
     print(f"first call (loads the model and WebAssembly, then separates 1 s): {load:.2f} s\n")
-    print("| audio (s) | in-browser separation (s), median | of which in the worker (s) | real-time factor |")
-    print("|---|---|---|---|")
-    for length, wall, worker in rows:
-        print(f"| {length:g} | {wall:.2f} | {worker:.2f} | {wall / length:.3f} |")
+    print("| audio (s) | in-browser separation (s), median | in the worker (s) | of which onnxruntime (s) "
+          "| real-time factor |")
+    print("|---|---|---|---|---|")
+    for length, wall, worker, model in rows:
+        print(f"| {length:g} | {wall:.2f} | {worker:.2f} | {model:.2f} | {wall / length:.3f} |")
     print("\n| what the page loads | MB |\n|---|---|")
     for what, mb in sizes:
         print(f"| {what} | {mb:.2f} |")

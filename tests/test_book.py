@@ -534,7 +534,10 @@ def test_listening_room_separates_in_the_browser_as_python_does(driver, served_b
     requested = [json.loads(e["message"])["message"]["params"]["request"]["url"] for e in driver.get_log("performance")
                  if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"]
     requested += driver.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    worker = driver.execute_async_script("window.sgnRoom.workerResources().then(arguments[0])")
     assert any("/_static/room.js" in u for u in requested), requested
+    assert any(u.endswith("/model.onnx") for u in worker) and any(u.endswith(".wasm") for u in worker), worker
+    requested += worker
     assert all(u.startswith((f"{served_book}/", "data:", "blob:")) for u in requested), requested
 
 

@@ -1,9 +1,11 @@
 // The listening room's Web Worker: runs the exported model (onnxruntime-web, WebAssembly)
 // off the page's thread, so the page stays responsive while it separates.
 // Messages in: {type: "load", model, meta} | {type: "separate", id, mixture, classIds}
-//              | {type: "spectrograms", id, signals, columns}.
+//              | {type: "spectrograms", id, signals, columns} | {type: "resources", id}.
 // Messages out: {type: "loaded"} | {type: "progress", id, done, total} | {type: "separated", id,
-//               estimates, seconds} | {type: "spectrograms", id, images} | {type: "error", id, message}.
+//               estimates, seconds, modelSeconds} | {type: "spectrograms", id, images}
+//               | {type: "resources", id, urls} (what this worker fetched: the tests check the hosts)
+//               | {type: "error", id, message}.
 import * as ort from "./ort.wasm.min.mjs";
 import { STFT, chunkAt, chunkPlan, hann } from "./dsp.js";
 
@@ -22,6 +24,8 @@ async function load(modelUrl, metaUrl) {
   stft = new STFT(meta.n_fft, meta.hop);
 }
 
+let modelSeconds = 0; // time inside session.run, for the bench
+
 /** Masks [b, C, F, T] of a batch of chunks, with their complex spectra. */
 async function maskChunks(chunks) {
   const specs = chunks.map((c) => stft.forward(c));
@@ -31,13 +35,16 @@ async function maskChunks(chunks) {
     for (let i = 0; i < size; i++) magnitude[b * size + i] = Math.hypot(s.re[i], s.im[i]);
   });
   const input = new ort.Tensor("float32", magnitude, [chunks.length, stft.bins, T]);
+  const started = performance.now();
   const { masks } = await session.run({ magnitude: input });
+  modelSeconds += (performance.now() - started) / 1000;
   return { specs, T, size, masks: masks.data };
 }
 
 /** Separator.separate at the model's rate: chunked, masked, inverted, Hann cross-faded. */
 async function separate(id, mixture, classIds) {
   const started = performance.now(), size = meta.chunk_samples, nClasses = meta.classes.length;
+  modelSeconds = 0;
   const { hop, padded, offsets } = chunkPlan(mixture.length, size);
   const window = hann(size);
   const sums = classIds.map(() => new Float64Array(padded)), weight = new Float64Array(padded);
@@ -60,7 +67,7 @@ async function separate(id, mixture, classIds) {
     for (let i = 0; i < out.length; i++) out[i] = sum[i + hop] / Math.max(weight[i + hop], 1e-8);
     return out;
   });
-  return { estimates, seconds: (performance.now() - started) / 1000 };
+  return { estimates, seconds: (performance.now() - started) / 1000, modelSeconds };
 }
 
 /** Log-magnitude spectrogram [F x columns] (dB, max over the frames each column covers). */
@@ -88,11 +95,13 @@ onmessage = async ({ data }) => {
       await load(data.model, data.meta);
       postMessage({ type: "loaded", meta });
     } else if (data.type === "separate") {
-      const { estimates, seconds } = await separate(data.id, data.mixture, data.classIds);
-      postMessage({ type: "separated", id: data.id, estimates, seconds }, estimates.map((e) => e.buffer));
+      const result = await separate(data.id, data.mixture, data.classIds);
+      postMessage({ type: "separated", id: data.id, ...result }, result.estimates.map((e) => e.buffer));
     } else if (data.type === "spectrograms") {
       const images = data.signals.map((s) => spectrogram(s, data.columns));
       postMessage({ type: "spectrograms", id: data.id, images }, images.map((i) => i.image.buffer));
+    } else if (data.type === "resources") {
+      postMessage({ type: "resources", id: data.id, urls: performance.getEntriesByType("resource").map((r) => r.name) });
     }
   } catch (error) {
     postMessage({ type: "error", id: data.id, message: String((error && error.message) || error) });

@@ -246,6 +246,7 @@ async function start(root) {
     }));
     const ui = new Room(root, assets, meta, clips);
     room.separate = (mixture, classes) => ui.separate(mixture, classes); // for benchmarks: no UI, no spectrograms
+    room.workerResources = async () => (ui.model.worker ? (await ui.model._call({ type: "resources" })).urls : []);
     room.status = "ready";
   } catch (error) {
     room.status = "error"; room.error = String(error.message || error);
