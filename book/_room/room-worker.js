@@ -1,8 +1,9 @@
 // The listening room's Web Worker: runs the exported model (onnxruntime-web, WebAssembly)
 // off the page's thread, so the page stays responsive while it separates.
+// Every message carries the page's id, echoed in the answer (progress too).
 // Messages in: {type: "load", model, meta} | {type: "separate", id, mixture, classIds}
 //              | {type: "spectrograms", id, signals, columns} | {type: "resources", id}.
-// Messages out: {type: "loaded"} | {type: "progress", id, done, total} | {type: "separated", id,
+// Messages out: {type: "loaded", meta} | {type: "progress", id, done, total} | {type: "separated", id,
 //               estimates, seconds, modelSeconds} | {type: "spectrograms", id, images}
 //               | {type: "resources", id, urls} (what this worker fetched: the tests check the hosts)
 //               | {type: "error", id, message}.
@@ -93,7 +94,7 @@ onmessage = async ({ data }) => {
   try {
     if (data.type === "load") {
       await load(data.model, data.meta);
-      postMessage({ type: "loaded", meta });
+      postMessage({ type: "loaded", id: data.id, meta });
     } else if (data.type === "separate") {
       const result = await separate(data.id, data.mixture, data.classIds);
       postMessage({ type: "separated", id: data.id, ...result }, result.estimates.map((e) => e.buffer));

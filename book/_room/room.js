@@ -31,12 +31,17 @@ class Model {
     this.worker = new Worker(new URL("room-worker.js", import.meta.url), { type: "module" });
     this.worker.onmessage = ({ data }) => this._receive(data);
     this.worker.onerror = (event) => this._fail(`the model's worker failed: ${event.message || "no detail"}`);
-    this.loading = this._call({ type: "load", model: `${this.assets}model.onnx`, meta: `${this.assets}model.json` });
+    this.loading = this._call({ type: "load", model: `${this.assets}model.onnx`, meta: `${this.assets}model.json` })
+      .catch((error) => { // the next press tries again with a fresh worker
+        this.worker.terminate();
+        this.loading = null;
+        throw error;
+      });
     return this.loading;
   }
 
   _call(message, transfer = []) {
-    const id = message.type === "load" ? "load" : ++this.next;
+    const id = ++this.next;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       this.worker.postMessage({ ...message, id }, transfer);
@@ -45,9 +50,9 @@ class Model {
 
   _receive(data) {
     if (data.type === "progress") return this.onProgress && this.onProgress(data.done, data.total);
-    const id = data.type === "loaded" ? "load" : data.id, waiting = this.pending.get(id);
+    const waiting = this.pending.get(data.id);
     if (!waiting) return;
-    this.pending.delete(id);
+    this.pending.delete(data.id);
     data.type === "error" ? waiting.reject(new Error(data.message)) : waiting.resolve(data);
   }
 
