@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The local CPU wheel; override (e.g. TORCH_SPEC='torch>=2.4,<2.14') on a machine with CUDA.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,book,data,cluster
+EXTRAS ?= dev,book,data,cluster,export
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 # The notebook profile `make book` runs: cpu (the default book), gpu (paper scale, CUDA), smoke (minutes).

@@ -5,10 +5,12 @@
 1. executes every ``notebooks/NN_name.ipynb`` with the profile's parameters into
    ``results/PROFILE/executed`` (:func:`sgn.notebooks.run_pipeline`, cached: an
    unchanged notebook is not executed again);
-2. fetches the widget JavaScript and MathJax from the npm registry once
-   (:func:`fetch_npm_files`), so the built pages load no script from another host;
-3. stages ``book/``'s sources and the executed notebooks in a temporary folder and
-   builds it with Jupyter Book 1.x (the notebooks are rendered, never executed, there);
+2. fetches the widget JavaScript, MathJax and onnxruntime-web from the npm registry
+   once (:func:`fetch_npm_files`), so the built pages load no script from another host;
+3. stages ``book/``'s sources, the executed notebooks and the files chapters made for
+   the pages (``OUT_DIR/book_static/``: the listening room's model and clips) in a
+   temporary folder and builds it with Jupyter Book 1.x (the notebooks are rendered,
+   never executed, there); ``$SGN_BOOK_REPOSITORY`` adds launch buttons;
 4. swaps the new HTML into ``book/_build/html``.
 
 Nothing is lost on failure: a notebook that fails stops the build before step 3
@@ -65,10 +67,25 @@ NPM_FILES = {
     "mathjax@3.2.2": {
         "es5/tex-svg-full.js": "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6",
     },
+    # the listening room's model runner: the WebAssembly-only ES module build, the
+    # Emscripten loader it imports and the SIMD WebAssembly binary it loads (no WebGPU)
+    "onnxruntime-web@1.30.0": {
+        "dist/ort.wasm.min.mjs": "219e6a1fc8a9938268d18efca3c91d310bd2f4a59bbd13744df5b2b7fc6cee3b",
+        "dist/ort-wasm-simd-threaded.mjs": "e13f7f94fc51b4ca72b12faeb1ee95f4ace6dfbc8939bc718aabdc0a27c4299b",
+        "dist/ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
+    },
 }
 # embed-amd.js's icon fonts, copied beside it (book/_ext/sgn_book.py points the widget manager there).
 WIDGET_FONT_SUFFIXES = (".woff", ".woff2", ".ttf", ".eot", ".svg")
 BUILD_RECORD = ".sgn-book.json"
+# What a chapter makes for the book's pages (the listening room's model and clips): the
+# files in OUT_DIR/book_static/ are staged into _chapters/<chapter>/ (in html_static_path),
+# so the pages find them under _static/<chapter>/.
+CHAPTER_STATIC = "book_static"
+STAGED_CHAPTER_STATIC = "_chapters"
+# The publishing workflow names the repository (e.g. https://github.com/OWNER/NAME) and its
+# branch; with it, each chapter gets launch buttons (Binder, Colab) and a repository link.
+REPOSITORY_ENV, BRANCH_ENV = "SGN_BOOK_REPOSITORY", "SGN_BOOK_BRANCH"
 
 
 def _npm_files_complete(dest: Path) -> bool:
@@ -134,6 +151,35 @@ def _stage_notebook(executed: Path, staged: Path) -> None:
         if (PARAMETERS_TAG in tags or INJECTED_TAG in tags) and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
     nbformat.write(nb, staged)
+
+
+def _stage_chapter_static(results_dir: Path, stems: list[str], source: Path) -> None:
+    """Copy each chapter's ``book_static/`` folder (if it made one) into the stage's ``_chapters/<stem>/``."""
+    staged = source / STAGED_CHAPTER_STATIC
+    staged.mkdir()  # always there: _config.yml's html_static_path names it
+    for stem in stems:
+        files = results_dir / stem / CHAPTER_STATIC
+        if files.is_dir():
+            shutil.copytree(files, staged / stem)
+
+
+def _add_launch_buttons(config_path: Path) -> None:
+    """Point the staged ``_config.yml`` at the repository of ``$SGN_BOOK_REPOSITORY``, if set:
+    launch buttons (Binder, Colab) on each chapter and a repository button. Without it the
+    book has none (and Jupyter Book has no URL to warn about)."""
+    url = os.environ.get(REPOSITORY_ENV, "").strip().rstrip("/")
+    if not url:
+        return
+    config = yaml.safe_load(config_path.read_text())
+    # sphinx.config.html_theme_options replaces the theme options Jupyter Book would derive
+    # from `repository:` and `launch_buttons:`, so the settings go there; path_to_docs is
+    # empty because the staged chapters sit at notebooks/NAME.ipynb, as in the repository
+    theme = config.setdefault("sphinx", {}).setdefault("config", {}).setdefault("html_theme_options", {})
+    theme.update(repository_url=url, repository_branch=os.environ.get(BRANCH_ENV, "").strip() or "main",
+                 path_to_docs="", use_repository_button=True,
+                 launch_buttons={"notebook_interface": "classic", "binderhub_url": "https://mybinder.org",
+                                 "colab_url": "https://colab.research.google.com"})
+    atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False))
 
 
 def _fingerprint(stage: Path) -> str:
@@ -216,6 +262,8 @@ def build_book(
         (source / "notebooks").mkdir()
         for result in results:
             _stage_notebook(result.output, source / "notebooks" / result.output.name)
+        _stage_chapter_static(executed.parent, [r.output.stem for r in results], source)
+        _add_launch_buttons(source / "_config.yml")
         fingerprint = _fingerprint(source)
         if not force and _built_fingerprint(html) == fingerprint:
             log.info("book up to date: %s", html / "index.html")

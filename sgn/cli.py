@@ -206,6 +206,13 @@ def _cmd_separate(args: argparse.Namespace) -> None:
     separator.separate_file(args.mixture, args.out, classes, overwrite=args.overwrite)
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from sgn.export import export_checkpoint
+
+    check_output(args.out, kind="dir", inputs=[args.checkpoint])
+    export_checkpoint(args.checkpoint, args.out)
+
+
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     from sgn.evaluate import REFERENCE_METHODS
 
@@ -241,6 +248,11 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     separate.add_argument("--overwrite", action="store_true", help="replace existing stems in --out")
     separate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     separate.set_defaults(func=_cmd_separate)
+
+    export = sub.add_parser("export", help="export a checkpoint to ONNX (model.onnx, model.json) for the browser")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="output folder")
+    export.set_defaults(func=_cmd_export)
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> None:

@@ -49,8 +49,9 @@ from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
 
 def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad the last axis of ``x`` to a multiple of ``multiple``."""
-    extra = (-x.shape[-1]) % multiple
-    return F.pad(x, (0, extra)) if extra else x
+    # always F.pad (a pad of 0 is a copy): a branch on the length would freeze one
+    # length's path into a traced (ONNX) graph, whose time axis is dynamic
+    return F.pad(x, (0, (-x.shape[-1]) % multiple))
 
 
 def conv_block(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:

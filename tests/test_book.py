@@ -450,6 +450,140 @@ def test_every_page_has_a_screenshot(browser_report):
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 5000, page
 
 
+# ----------------------------------------------------------------------------- the in-browser room
+
+ROOM_ASSETS = "_static/06_listen"
+# The page's last result, its Float32Arrays as base64 (one JSON value per array, not one per sample).
+_ROOM_RESULT = """
+const r = window.sgnRoom.result;
+const b64 = (a) => { const u = new Uint8Array(a.buffer, a.byteOffset, a.byteLength); let s = "";
+  for (let i = 0; i < u.length; i += 0x8000) s += String.fromCharCode(...u.subarray(i, i + 0x8000));
+  return btoa(s); };
+return {classes: r.classes, mixture: b64(r.mixture), estimates: r.estimates.map(b64),
+        references: r.references.map(b64), sdr: r.sdr, seconds: r.seconds,
+        players: document.querySelectorAll('.sgn-room-results audio').length,
+        spectrograms: document.querySelectorAll('.sgn-room-results canvas').length,
+        status: document.querySelector('.sgn-room-status').textContent};
+"""
+
+
+def _floats(text: str):
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
+def _plain_sdr(reference, estimate) -> float:
+    import numpy as np
+
+    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2)
+                               / max(np.sum((reference.astype(np.float64) - estimate) ** 2), 1e-30)))
+
+
+def _room_status(chrome) -> str | None:
+    return chrome.execute_script("return window.sgnRoom && window.sgnRoom.status")
+
+
+@pytest.mark.slow
+def test_listening_room_separates_in_the_browser_as_python_does(driver, served_book, book_html, pytestconfig):
+    """Two instruments ticked and separated through the page's own controls; the page's estimates
+    match the Python Separator's on the same mixture within 30 dB SDR."""
+    from selenium.webdriver.common.by import By
+
+    from sgn.separate import Separator
+
+    assets = book_html / ROOM_ASSETS
+    meta = json.loads((assets / "model.json").read_text())
+    chosen = sorted(json.loads((assets / "clips.json").read_text())["clips"])[:2]
+    driver.get("about:blank")
+    driver.get_log("browser"), driver.get_log("performance")
+    driver.get(f"{served_book}/{LISTENING_ROOM}")
+    _wait(lambda: _room_status(driver) in ("ready", "error"), 30)
+    assert _room_status(driver) == "ready", driver.execute_script("return window.sgnRoom")
+    for name in chosen:
+        driver.find_element(By.ID, f"sgn-room-{name}").click()
+    # the second instrument at half level, through its slider's own input event
+    driver.execute_script("const s = document.querySelectorAll('.sgn-room-class:checked')[1]"
+                          ".closest('label').querySelector('.sgn-room-level');"
+                          "s.value = '0.5'; s.dispatchEvent(new Event('input'));")
+    driver.find_element(By.ID, "sgn-room-separate").click()
+    _wait(lambda: _room_status(driver) in ("done", "error"), 240, step=0.5)
+    assert _room_status(driver) == "done", driver.execute_script("return window.sgnRoom.error")
+    page = driver.execute_script(_ROOM_RESULT)
+    shot = book_html.parent / "screenshots" / "listening_room_separated.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    _screenshot(driver, shot)
+
+    mixture, references = _floats(page["mixture"]), [_floats(r) for r in page["references"]]
+    assert page["classes"] == chosen and len(mixture) > meta["chunk_samples"] // 2
+    assert max(abs(mixture - sum(references))) < 1e-6  # the references sum to the mixture
+    separator = Separator.from_checkpoint(assets / "checkpoint.pt", device="cpu")
+    expected = separator.separate(mixture, meta["sample_rate"], classes=chosen)
+    agreement = [_plain_sdr(expected[name], _floats(est)) for name, est in zip(chosen, page["estimates"])]
+    _announce(pytestconfig, f"[room] {chosen}: page vs Python Separator SDR {[round(a, 1) for a in agreement]} dB; "
+              f"page SDR vs references {[round(v, 2) for v in page['sdr']]} dB; separated in {page['seconds']:.2f} s; "
+              f"screenshot {shot}")
+    assert min(agreement) >= 30
+    # what the page shows: players and spectrograms of the mixture, 2 estimates and 2 references
+    assert page["players"] == page["spectrograms"] == 5 and "separated" in page["status"]
+    for est, ref, shown in zip(page["estimates"], references, page["sdr"]):
+        assert abs(_plain_sdr(ref, _floats(est)) - shown) < 1e-3  # the SDR the page prints
+    errors = [m["message"] for m in driver.get_log("browser") if m["level"] == "SEVERE"
+              and not _favicon_probe(served_book, m)]
+    assert not errors, errors
+    requested = [json.loads(e["message"])["message"]["params"]["request"]["url"] for e in driver.get_log("performance")
+                 if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"]
+    requested += driver.execute_script("return performance.getEntriesByType('resource').map(r => r.name)")
+    worker = driver.execute_async_script("window.sgnRoom.workerResources().then(arguments[0])")
+    assert any("/_static/room.js" in u for u in requested), requested
+    assert any(u.endswith("/model.onnx") for u in worker) and any(u.endswith(".wasm") for u in worker), worker
+    requested += worker
+    assert all(u.startswith((f"{served_book}/", "data:", "blob:")) for u in requested), requested
+
+
+@pytest.mark.slow
+def test_listening_room_separates_a_dropped_file_and_refuses_one_it_cannot_read(driver, served_book, book_html,
+                                                                                 tmp_path):
+    """A 44.1 kHz stereo file is decoded, resampled and downmixed by the browser, then separated;
+    a file that is not audio is one line in the page's status."""
+    import numpy as np
+    import soundfile as sf
+    from selenium.webdriver.common.by import By
+
+    meta = json.loads((book_html / ROOM_ASSETS / "model.json").read_text())
+    seconds, rate = 2.0, 44100
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(tmp_path / "song.wav", np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)], 1) * 0.3, rate)
+    (tmp_path / "notes.wav").write_text("not audio at all")
+    driver.get(f"{served_book}/{LISTENING_ROOM}")
+    _wait(lambda: _room_status(driver) in ("ready", "error"), 30)
+    driver.get_log("browser")
+    driver.find_element(By.ID, f"sgn-room-{meta['classes'][0]}").click()
+    for name, expected in (("song.wav", "done"), ("notes.wav", "error")):
+        driver.find_element(By.ID, "sgn-room-file").send_keys(str(tmp_path / name))
+        driver.find_element(By.ID, "sgn-room-separate-file").click()
+        _wait(lambda: _room_status(driver) in ("done", "error"), 120, step=0.5)
+        status = driver.execute_script("return [window.sgnRoom.status, document.querySelector('.sgn-room-status')"
+                                       ".textContent, window.sgnRoom.result && window.sgnRoom.result.estimates[0].length]")
+        assert status[0] == expected, status
+        assert "\n" not in status[1]
+        if expected == "done":
+            assert abs(status[2] - seconds * meta["sample_rate"]) <= 2  # resampled to the model's rate
+        else:
+            assert status[1] == "could not separate: notes.wav: this browser cannot read it as audio"
+    errors = [m["message"] for m in driver.get_log("browser") if m["level"] == "SEVERE"
+              and not _favicon_probe(served_book, m)]
+    assert not errors, errors
+
+
+@pytest.mark.slow
+def test_bench_browser_runs(book_html, browser_paths):
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "bench_browser.py"), "--book", str(book_html),
+                           "--seconds", "1", "--reps", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| 1 |" in done.stdout and "| model.onnx |" in done.stdout and "load average before" in done.stdout
+
+
 # ----------------------------------------------------------------------------- the workflow
 
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.y*ml"))

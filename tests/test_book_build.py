@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import sgn.book
@@ -153,3 +154,32 @@ def test_build_caches_and_keeps_the_book_on_failure(fake_npm, tmp_path):
 def test_build_book_names_a_missing_book(tmp_path):
     with pytest.raises(SGNError, match="no _config.yml"):
         build_book("smoke", root=tmp_path)
+
+
+def test_launch_buttons_only_with_a_repository(tmp_path, monkeypatch):
+    config = tmp_path / "_config.yml"
+    original = "title: tiny\nsphinx:\n  config:\n    html_theme_options: {search_bar_text: Search}\n"
+    config.write_text(original)
+    monkeypatch.delenv(sgn.book.REPOSITORY_ENV, raising=False)
+    sgn.book._add_launch_buttons(config)
+    assert config.read_text() == original
+    monkeypatch.setenv(sgn.book.REPOSITORY_ENV, "https://github.com/someone/sgn/")
+    monkeypatch.setenv(sgn.book.BRANCH_ENV, "pages")
+    sgn.book._add_launch_buttons(config)
+    theme = yaml.safe_load(config.read_text())["sphinx"]["config"]["html_theme_options"]
+    assert theme["search_bar_text"] == "Search" and theme["use_repository_button"] is True
+    assert (theme["repository_url"], theme["repository_branch"], theme["path_to_docs"]) == (
+        "https://github.com/someone/sgn", "pages", "")
+    assert theme["launch_buttons"]["binderhub_url"] and theme["launch_buttons"]["colab_url"]
+
+
+def test_chapter_files_for_the_pages_are_staged(tmp_path):
+    results, source = tmp_path / "results", tmp_path / "src"
+    (results / "06_listen" / sgn.book.CHAPTER_STATIC / "clips").mkdir(parents=True)
+    (results / "06_listen" / sgn.book.CHAPTER_STATIC / "clips" / "a.ogg").write_bytes(b"ogg")
+    (results / "01_data").mkdir(parents=True)
+    source.mkdir()
+    sgn.book._stage_chapter_static(results, ["01_data", "06_listen"], source)
+    staged = source / sgn.book.STAGED_CHAPTER_STATIC
+    assert [p.relative_to(staged).as_posix() for p in sorted(staged.rglob("*"))] == [
+        "06_listen", "06_listen/clips", "06_listen/clips/a.ogg"]
