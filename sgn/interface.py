@@ -20,11 +20,19 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.utils._pytree
 from torch import nn
 
 from sgn.audio import LogFrequencyWarp, STFTSpec
 from sgn.config import ModelConfig
+
+
+def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the last axis of ``x`` to a multiple of ``multiple``."""
+    # always F.pad (a pad of 0 is a copy): a branch on the length would freeze one
+    # length's path into a traced (ONNX) graph, whose time axis is dynamic
+    return F.pad(x, (0, (-x.shape[-1]) % multiple))
 
 
 @dataclass

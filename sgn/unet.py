@@ -19,8 +19,7 @@ from torch import nn
 
 from sgn.audio import log_magnitude
 from sgn.config import ModelConfig
-from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
-from sgn.model import pad_time
+from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout, pad_time
 
 
 class LabelConditionedUNet(MaskSeparator):

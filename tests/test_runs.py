@@ -130,3 +130,20 @@ def code_files_of(checkout: Path) -> dict[str, str]:
     import hashlib
 
     return {"sgn/model.py": hashlib.sha256((checkout / "sgn" / "model.py").read_bytes()).hexdigest()}
+
+
+def test_an_architecture_imports_only_code_its_fingerprint_covers():
+    """A helper a model imports from a module outside its fingerprint could change its weights unseen."""
+    import ast
+    import inspect
+
+    from sgn.checkpoint import ARCHITECTURES
+    from sgn.runs import SHARED_MODULES
+
+    for arch, cls in ARCHITECTURES.items():
+        module = inspect.getmodule(cls)
+        tree = ast.parse(inspect.getsource(module))
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                    and (node.module or "").startswith("sgn")}
+        # the config's values are stored whole in the run; its code does not compute the weights
+        assert imported <= set(SHARED_MODULES) | {"sgn.config", module.__name__}, (arch, imported)
