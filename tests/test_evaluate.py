@@ -91,7 +91,7 @@ def mixed_list(tiny_synth, tmp_path_factory):
     """8 test mixtures of one to three sources (4096 samples), so batches mix numbers of sources."""
     from sgn.data import make_mixture_list, read_index, write_mixture_list
 
-    frame = make_mixture_list(read_index(tiny_synth), "test", n_sources="1-3", count=8, seed=3, segment_samples=4096)
+    frame = make_mixture_list(read_index(tiny_synth), "test_seen", n_sources="1-3", count=8, seed=3, segment_samples=4096)
     assert frame.groupby("mixture_id")["n_sources"].first().nunique() > 1
     return write_mixture_list(frame, tmp_path_factory.mktemp("mixed") / "mixed.csv")
 

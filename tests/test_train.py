@@ -285,7 +285,7 @@ def test_non_finite_clip_is_named(tiny_synth, tmp_path):
     poisoned = [str(data / p) for p in index[(index["class"] == "flute") & (index["split"] == "train")]["path"]]
     for path in poisoned:
         wave, rate = sf.read(path, dtype="float32")
-        wave[100:200] = np.nan
+        wave[::500] = np.nan  # throughout: every segment a mixture may take holds some
         sf.write(path, wave, rate, subtype="FLOAT")
     with pytest.raises(SGNError) as info:
         train(smoke_config(data / "index.csv"), tmp_path / "run", progress=False)
