@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -80,26 +79,40 @@ def time_separation(sep: Separator, signal: np.ndarray, args) -> None:
                       f"{median:.2f} | {median / seconds:.4f} |")
 
 
+# Runs `sgn separate` and prints its peak RSS. VmHWM is the peak of this process's own memory
+# since exec; getrusage's maxrss would also count the pages a fork shared with the bench.
+_MEASURED = """import sys
+from sgn.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM")]
+    print("peak_kb", hwm[0].split()[1] if hwm else "nan", file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def file_memory(checkpoint: Path, sep: Separator, signal: np.ndarray, minutes: list[float], tmp: Path) -> None:
     """Peak memory of ``sgn separate`` (a fresh process each) on stereo 44.1 kHz files."""
     import soundfile as sf
 
     print()
-    print("| file (min, stereo 44.1 kHz) | max RSS of `sgn separate` (MB) | time (s) |")
+    print("| file (min, stereo 44.1 kHz) | peak RSS of `sgn separate` (MB) | time (s) |")
     print("|---|---|---|")
     loop = resample(signal[: sep.sample_rate * 10], sep.sample_rate, 44100)
     for length in minutes:
         path = tmp / f"mix_{length:g}.wav"
         wave = np.resize(loop, int(length * 60 * 44100))
         sf.write(path, np.stack([wave, wave]).T, 44100, subtype="PCM_16")
+        del wave
         start = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "sgn.cli", "-q", "separate", str(path), "--checkpoint",
+        out = subprocess.run([sys.executable, "-c", _MEASURED, "-q", "separate", str(path), "--checkpoint",
                               str(checkpoint), "--out", str(tmp / f"stems_{length:g}"), "--class", sep.classes[0],
                               "--class", sep.classes[1], "--device", str(sep.device)], capture_output=True, text=True)
         elapsed = time.perf_counter() - start
         if out.returncode != 0:
             sys.exit(out.stderr)
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest child so far
+        peak = float(out.stderr.strip().splitlines()[-1].split()[1]) / 1024
         print(f"| {length:g} | {peak:.0f} | {elapsed:.1f} |")
 
 

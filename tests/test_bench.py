@@ -20,7 +20,7 @@ def test_bench_separate():
                  "--threads", "1", "2", "--load", "1", "--file-minutes", "0.05")
     assert "real-time factor" in stdout
     assert "| smoke | cpu | 1 | 2 | 1 | 1 |" in stdout and "| smoke | cpu | 3 | 2 | 2 | 1 |" in stdout
-    assert "| 0.05 |" in stdout and "max RSS" in stdout
+    assert "| 0.05 |" in stdout and "peak RSS" in stdout
 
 
 def test_bench_train(tiny_synth):
