@@ -18,7 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgn.data import FixedMixtureDataset
-from sgn.interface import MaskSeparator, SeparatorOutput
+from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
+
+
+def patch_energy(model: MaskSeparator, waves: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Energy of waveforms ``[..., L]`` in each patch of the model's ``grid`` (``[..., Pf, Pt]``)."""
+    energy = model.to_mask_axis(model.stft.stft(waves).abs()) ** 2  # [..., Fw, T]
+    lead = energy.shape[:-2]
+    pooled = F.adaptive_avg_pool2d(energy.reshape(-1, 1, *energy.shape[-2:]), grid)
+    return pooled.reshape(*lead, *grid)
 
 
 @torch.no_grad()
@@ -26,9 +34,7 @@ def forward_with_energy(model: MaskSeparator, mixture: torch.Tensor) -> tuple[Se
     """Run ``model`` on waveforms ``[B, L]``; also return each patch's share of the mixture energy ``[B, Pf, Pt]``."""
     stft_mag = model.stft.stft(mixture).abs()  # [B, F, T]
     out = model(stft_mag)
-    energy = model.to_mask_axis(stft_mag) ** 2  # [B, Fw, T]
-    pf, pt = out.assignment.shape[-2:]
-    energy = F.adaptive_avg_pool2d(energy[:, None], (pf, pt))[:, 0]  # [B, Pf, Pt]
+    energy = patch_energy(model, mixture, tuple(out.assignment.shape[-2:]))  # [B, Pf, Pt]
     return out, energy / energy.sum(dim=(-2, -1), keepdim=True)
 
 
@@ -64,12 +70,40 @@ def assignment_statistics(assignment: torch.Tensor, energy: torch.Tensor, token_
     }
 
 
+def assignment_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, class_ids: torch.Tensor,
+                         layout: TokenLayout, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well the assignment follows the sources: per patch, the class whose reference
+    dominates its energy (oracle) against the present class whose tokens the assignment
+    gives the most mass; agreement weighted by the patch's share of the mixture energy.
+
+    Args:
+        assignment: ``[B, S, Pf, Pt]``.
+        source_energy: ``[B, Nmax, Pf, Pt]``, each reference's energy per patch.
+        class_ids: ``[B, Nmax]``, -1 for padding.
+        layout: the model's token layout.
+        energy: ``[B, Pf, Pt]``, each patch's share of its mixture's energy.
+
+    Returns:
+        ``(agreement [B], chance [B])``: the energy-weighted share of patches where the two
+        classes agree, and what an assignment that ignores the audio would score (1 / N).
+    """
+    valid = class_ids >= 0  # [B, Nmax]
+    oracle = source_energy.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
+    per_class = layout.class_from_tokens.to(assignment) > 0  # [C, S]
+    class_mass = torch.einsum("cs,bspq->bcpq", per_class.to(assignment), assignment)  # [B, C, Pf, Pt]
+    slot_mass = class_mass.gather(1, class_ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *assignment.shape[-2:]))
+    assigned = slot_mass.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
+    agreement = ((assigned == oracle).float() * energy).sum(dim=(-2, -1))
+    return agreement, 1.0 / valid.sum(1).clamp_min(1).float()
+
+
 @torch.no_grad()
 def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
     """Per mixture: how the grouping assigns the mixture's energy to class tokens.
 
     Columns: ``mixture_id``, ``n_sources``, the ``[B]`` statistics of
-    :func:`assignment_statistics` and ``presence_accuracy`` (the presence head's accuracy
+    :func:`assignment_statistics`, ``agreement`` and ``agreement_chance`` of
+    :func:`assignment_agreement`, and ``presence_accuracy`` (the presence head's accuracy
     over all classes at threshold 0.5).
     """
     if getattr(model, "grouping", None) is None:
@@ -81,12 +115,14 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
         out, energy = forward_with_energy(model, batch["mixture"])
         present = layout.present(batch["class_ids"])  # [B, C]
         stats = assignment_statistics(out.assignment, energy, layout.present_tokens(present))
+        stats["agreement"], stats["agreement_chance"] = assignment_agreement(
+            out.assignment, patch_energy(model, batch["sources"], energy.shape[-2:]), batch["class_ids"], layout, energy)
         presence_ok = ((torch.sigmoid(out.presence_logits) > 0.5) == (present > 0)).float().mean(1)
         for i in range(len(energy)):
             rows.append({
                 "mixture_id": int(batch["mixture_id"][i]),
                 "n_sources": int(batch["n_sources"][i]),
-                **{name: float(stats[name][i]) for name in STATISTICS},
+                **{name: float(stats[name][i]) for name in (*STATISTICS, "agreement", "agreement_chance")},
                 "presence_accuracy": float(presence_ok[i]),
             })
     return pd.DataFrame(rows)

@@ -230,3 +230,28 @@ def test_all_mixtures_skipped_is_one_error_and_writes_nothing(tmp_path, capsys, 
     with pytest.raises(SGNError, match="no scored sources"):
         write_results(pd.DataFrame(), out)
     assert not (tmp_path / "out").exists()
+
+
+def test_assignment_agreement_follows_the_dominant_source():
+    from sgn.analysis import assignment_agreement
+    from sgn.interface import TokenLayout
+
+    layout = TokenLayout.build(["a", "b", "c"], tokens_per_class=2)  # tokens 0-1: a, 2-3: b, 4-5: c
+    class_ids = torch.tensor([[2, 0, -1]])  # c and a present, a padding slot
+    source_energy = torch.zeros(1, 3, 2, 2)
+    source_energy[0, 0, 0] = 5.0  # c dominates the top row of patches
+    source_energy[0, 1, 1] = 5.0  # a the bottom row
+    source_energy[0, 2] = 99.0  # padding must never count as a source
+    energy = torch.tensor([[[0.1, 0.2], [0.3, 0.4]]])  # patch shares of the mixture energy
+    following = torch.zeros(1, 6, 2, 2)
+    following[0, 4, 0], following[0, 1, 1] = 1.0, 1.0  # c's token takes the top, a's second token the bottom
+    agreement, chance = assignment_agreement(following, source_energy, class_ids, layout, energy)
+    assert agreement.tolist() == pytest.approx([1.0]) and chance.tolist() == [0.5]
+    swapped = following.flip(2)
+    assert assignment_agreement(swapped, source_energy, class_ids, layout, energy)[0].tolist() == pytest.approx([0.0])
+    absent = torch.zeros(1, 6, 2, 2)
+    absent[0, 2:4] = 0.9  # most mass on b, which is not in the mixture: only present classes compete
+    absent[0, 5, 1] = 0.1
+    absent[0, 0, 0] = 0.05
+    agreement, _ = assignment_agreement(absent, source_energy, class_ids, layout, energy)
+    assert agreement.tolist() == pytest.approx([0.0])  # top row goes to a (0.05 > 0 for c), bottom to c
