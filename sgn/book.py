@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +47,7 @@ from sgn.notebooks import (
     run_pipeline,
     strip_ansi,
 )
-from sgn.npm import npm_pack
+from sgn.npm import fetch_pinned
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")
@@ -88,50 +87,20 @@ STAGED_CHAPTER_STATIC = "_chapters"
 REPOSITORY_ENV, BRANCH_ENV = "SGN_BOOK_REPOSITORY", "SGN_BOOK_BRANCH"
 
 
-def _npm_files_complete(dest: Path) -> bool:
-    return all((dest / Path(name).name).is_file() and sha256_file(dest / Path(name).name) == digest
-               for files in NPM_FILES.values() for name, digest in files.items())
-
-
 def fetch_npm_files(dest: str | os.PathLike) -> Path:
-    """Put the book's JavaScript (embed-amd.js and its fonts, require.js, MathJax) into ``dest``.
-
-    Downloads the pinned npm packages with ``npm pack`` (npm verifies each tarball's
-    integrity against the registry), checks each script's sha256 against
-    :data:`NPM_FILES` and writes the folder atomically. Does nothing when ``dest``
-    already holds the pinned files.
+    """Put the book's JavaScript (embed-amd.js and its fonts, require.js, MathJax, onnxruntime-web)
+    into ``dest``: :data:`NPM_FILES`, each checked against its pinned sha256 (:func:`sgn.npm.fetch_pinned`).
 
     Raises:
         SGNError: npm is missing or fails, or a file's checksum differs from the pin.
     """
-    dest = Path(dest)
-    if _npm_files_complete(dest):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
-        tmp = Path(tmp)
-        out = tmp / "files"
-        out.mkdir()
-        for package, files in NPM_FILES.items():
-            tarball = npm_pack(package, tmp, "the book's widget JavaScript")
-            with tarfile.open(tarball, "r:gz") as archive:
-                for member in archive.getmembers():
-                    inner = member.name.removeprefix("package/")
-                    wanted = inner in files or (package.startswith("@jupyter-widgets/") and inner.startswith("dist/")
-                                                and inner.endswith(WIDGET_FONT_SUFFIXES) and "/" not in inner[5:])
-                    if not (wanted and member.isfile()):
-                        continue
-                    target = out / Path(inner).name
-                    target.write_bytes(archive.extractfile(member).read())
-            for name, digest in files.items():
-                actual = sha256_file(out / Path(name).name)
-                if actual != digest:
-                    raise SGNError(f"{package} {name}: sha256 {actual}, expected {digest} (the pinned file)")
-        if dest.exists():
-            shutil.rmtree(dest)
-        out.rename(dest)
-    log.info("JavaScript from npm in %s", dest)
-    return dest
+    return fetch_pinned(NPM_FILES, dest, "the book's widget JavaScript", also=_widget_font)
+
+
+def _widget_font(package: str, name: str) -> bool:
+    """embed-amd.js's icon fonts, kept beside it."""
+    return package.startswith("@jupyter-widgets/") and name.startswith("dist/") and "/" not in name[5:] \
+        and name.endswith(WIDGET_FONT_SUFFIXES)
 
 
 def _copy_sources(book_dir: Path, stage: Path) -> None:

