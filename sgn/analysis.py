@@ -21,9 +21,9 @@ from sgn.data import FixedMixtureDataset
 from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
 
 
-def patch_energy(model: MaskSeparator, waves: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Energy of waveforms ``[..., L]`` in each patch of the model's ``grid`` (``[..., Pf, Pt]``)."""
-    energy = model.to_mask_axis(model.stft.stft(waves).abs()) ** 2  # [..., Fw, T]
+def patch_energy(model: MaskSeparator, magnitude: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Energy of linear-axis magnitudes ``[..., F, T]`` in each patch of the model's ``grid`` (``[..., Pf, Pt]``)."""
+    energy = model.to_mask_axis(magnitude) ** 2  # [..., Fw, T]
     lead = energy.shape[:-2]
     pooled = F.adaptive_avg_pool2d(energy.reshape(-1, 1, *energy.shape[-2:]), grid)
     return pooled.reshape(*lead, *grid)
@@ -34,7 +34,7 @@ def forward_with_energy(model: MaskSeparator, mixture: torch.Tensor) -> tuple[Se
     """Run ``model`` on waveforms ``[B, L]``; also return each patch's share of the mixture energy ``[B, Pf, Pt]``."""
     stft_mag = model.stft.stft(mixture).abs()  # [B, F, T]
     out = model(stft_mag)
-    energy = patch_energy(model, mixture, tuple(out.assignment.shape[-2:]))  # [B, Pf, Pt]
+    energy = patch_energy(model, stft_mag, tuple(out.assignment.shape[-2:]))  # [B, Pf, Pt]
     return out, energy / energy.sum(dim=(-2, -1), keepdim=True)
 
 
@@ -116,7 +116,7 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
         present = layout.present(batch["class_ids"])  # [B, C]
         stats = assignment_statistics(out.assignment, energy, layout.present_tokens(present))
         stats["agreement"], stats["agreement_chance"] = assignment_agreement(
-            out.assignment, patch_energy(model, batch["sources"], energy.shape[-2:]), batch["class_ids"], layout, energy)
+            out.assignment, patch_energy(model, batch["source_mags"], energy.shape[-2:]), batch["class_ids"], layout, energy)
         presence_ok = ((torch.sigmoid(out.presence_logits) > 0.5) == (present > 0)).float().mean(1)
         for i in range(len(energy)):
             rows.append({

@@ -707,7 +707,7 @@ def render_synth_music(
         raise SGNError(f"ensembles: expected a whole number of pieces in 0..{MAX_ENSEMBLES}, got {shorten(ensembles)}")
     bank_paths = _bank_paths(banks, soundfont)
     held_out = _check_held_out(held_out, bank_paths)
-    _check_banks(bank_paths, classes)
+    _check_banks(bank_paths, classes, sample_rate)
     settings = {
         "format": FORMAT,
         "renderer": RENDERER_VERSION,
@@ -758,10 +758,10 @@ def _check_held_out(held_out: str | None, bank_paths: dict[str, str]) -> str | N
     return held_out
 
 
-def _check_banks(bank_paths: dict[str, str], classes: Sequence[str]) -> None:
+def _check_banks(bank_paths: dict[str, str], classes: Sequence[str], sample_rate: int) -> None:
     """Every bank loads and has a preset for every program of every class."""
     for name, path in bank_paths.items():
-        player = bank_player(path, 11025)
+        player = bank_player(path, sample_rate)  # the rendering's own player: each bank loads once
         for cls in classes:
             missing = [p for p in INSTRUMENTS[cls].programs if not player.has_program(p)]
             if missing:

@@ -41,7 +41,10 @@ def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # no worker writes after the caller's cleanup
         for name, value in saved.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _die_with_parent(parent_pid: int, threads: int) -> None:
