@@ -50,7 +50,7 @@ def time_steps(config, index, device, steps: int) -> tuple[float, float]:
         loaded = time.perf_counter()
         with autocast():
             out = model(batch["mix_mag"])
-        losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
+        losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss, model.patch)
         loss = total_loss(losses, config.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,15 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgn.data import FixedMixtureDataset
-from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout
+from sgn.interface import MaskSeparator, SeparatorOutput, TokenLayout, patch_pool
 
 
-def patch_energy(model: MaskSeparator, magnitude: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Energy of linear-axis magnitudes ``[..., F, T]`` in each patch of the model's ``grid`` (``[..., Pf, Pt]``)."""
-    energy = model.to_mask_axis(magnitude) ** 2  # [..., Fw, T]
-    lead = energy.shape[:-2]
-    pooled = F.adaptive_avg_pool2d(energy.reshape(-1, 1, *energy.shape[-2:]), grid)
-    return pooled.reshape(*lead, *grid)
+def patch_energy(model: MaskSeparator, magnitude: torch.Tensor) -> torch.Tensor:
+    """Energy of linear-axis magnitudes ``[..., F, T]`` in each patch of the model's token grid ``[..., Pf, Pt]``."""
+    return patch_pool(model.to_mask_axis(magnitude) ** 2, model.patch)
 
 
 @torch.no_grad()
@@ -34,7 +31,7 @@ def forward_with_energy(model: MaskSeparator, mixture: torch.Tensor) -> tuple[Se
     """Run ``model`` on waveforms ``[B, L]``; also return each patch's share of the mixture energy ``[B, Pf, Pt]``."""
     stft_mag = model.stft.stft(mixture).abs()  # [B, F, T]
     out = model(stft_mag)
-    energy = patch_energy(model, stft_mag, tuple(out.assignment.shape[-2:]))  # [B, Pf, Pt]
+    energy = patch_energy(model, stft_mag)  # [B, Pf, Pt]
     return out, energy / energy.sum(dim=(-2, -1), keepdim=True)
 
 
@@ -89,8 +86,7 @@ def assignment_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, 
     """
     valid = class_ids >= 0  # [B, Nmax]
     oracle = source_energy.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
-    per_class = layout.class_from_tokens.to(assignment) > 0  # [C, S]
-    class_mass = torch.einsum("cs,bspq->bcpq", per_class.to(assignment), assignment)  # [B, C, Pf, Pt]
+    class_mass = layout.class_mass(assignment)  # [B, C, Pf, Pt]
     slot_mass = class_mass.gather(1, class_ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *assignment.shape[-2:]))
     assigned = slot_mass.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
     agreement = ((assigned == oracle).float() * energy).sum(dim=(-2, -1))
@@ -116,7 +112,7 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
         present = layout.present(batch["class_ids"])  # [B, C]
         stats = assignment_statistics(out.assignment, energy, layout.present_tokens(present))
         stats["agreement"], stats["agreement_chance"] = assignment_agreement(
-            out.assignment, patch_energy(model, batch["source_mags"], energy.shape[-2:]), batch["class_ids"], layout, energy)
+            out.assignment, patch_energy(model, batch["source_mags"]), batch["class_ids"], layout, energy)
         presence_ok = ((torch.sigmoid(out.presence_logits) > 0.5) == (present > 0)).float().mean(1)
         for i in range(len(energy)):
             rows.append({

@@ -74,6 +74,7 @@ RANGES: dict[str, Range] = {
     "model.unet_levels": Range(1, 12),
     "loss.ce_weight": Range(0, 1e6),
     "loss.bce_weight": Range(0, 1e6),
+    "loss.assign_weight": Range(0, 1e6),
     "optim.lr": Range(0, 10, open_low=True),
     "optim.weight_decay": Range(0, 10),
     "optim.batch_size": Range(1, 65536),
@@ -126,6 +127,10 @@ class ModelConfig:
     share_tokens: bool = False  # True: classes 2j and 2j+1 share one token
     gumbel: bool = False  # hard straight-through Gumbel assignment while training
     gumbel_tau: float = 1.0
+    # Our additions to the grouping (all False: the paper-as-inferred model; see sgn.model)
+    presence_gate: bool = False  # only the classes the presence head finds compete for the patches
+    rest_token: bool = False  # one more token, serving no class, for background and silence
+    assignment_mask: bool = False  # each class's mask logits add the log of its (upsampled) assignment
     # U-Net baseline (Sound-of-Pixels' audio network, class-id conditioned)
     unet_levels: int = 7
 
@@ -137,6 +142,7 @@ class LossConfig:
     mask: str = "bce"  # "bce": weighted BCE on binary masks; "l1": weighted L1 on ratio masks
     ce_weight: float = 0.1  # token classification (ignored without class tokens)
     bce_weight: float = 0.1  # class presence
+    assign_weight: float = 0.0  # ours: the assignment classifies each patch as its dominant source's class
 
 
 @dataclass

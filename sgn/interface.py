@@ -35,6 +35,15 @@ def pad_time(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, (-x.shape[-1]) % multiple))
 
 
+def patch_pool(values: torch.Tensor, patch: tuple[int, int]) -> torch.Tensor:
+    """Mean of ``values [..., Fw, T]`` over each ``patch = (pf, pt)`` of the token grid -> ``[..., Fw/pf, T'/pt]``
+    (time zero-padded to a multiple of ``pt``, as the models pad their input)."""
+    lead = values.shape[:-2]
+    flat = pad_time(values.reshape(-1, 1, *values.shape[-2:]), patch[1])
+    pooled = F.avg_pool2d(flat, patch)
+    return pooled.reshape(*lead, *pooled.shape[-2:])
+
+
 @dataclass
 class SeparatorOutput:
     """One forward pass. Per-class tensors follow ``model.classes``; tokens ``model.layout``."""
@@ -67,8 +76,10 @@ class TokenLayout:
     token_targets: torch.Tensor
 
     @classmethod
-    def build(cls, classes: Sequence[str], tokens_per_class: int = 1, share_tokens: bool = False) -> "TokenLayout":
-        """``K`` tokens per class, or (``share_tokens``) one token for classes ``2j`` and ``2j+1``."""
+    def build(cls, classes: Sequence[str], tokens_per_class: int = 1, share_tokens: bool = False,
+              rest_token: bool = False) -> "TokenLayout":
+        """``K`` tokens per class, or (``share_tokens``) one token for classes ``2j`` and ``2j+1``;
+        ``rest_token`` appends a token that serves no class (background and silence)."""
         n_classes = len(classes)
         if share_tokens:
             n_tokens = (n_classes + 1) // 2
@@ -80,6 +91,9 @@ class TokenLayout:
             targets = torch.arange(n_tokens) // tokens_per_class  # token s -> class s // K
             layout = torch.zeros(n_classes, n_tokens)
             layout[targets, torch.arange(n_tokens)] = 1.0 / tokens_per_class
+        if rest_token:  # a zero column: no class reads it; its CE target is its own
+            layout = torch.cat([layout, torch.zeros(n_classes, 1)], dim=1)
+            targets = torch.cat([targets, targets.max(0, keepdim=True).values + 1])
         return cls(tuple(classes), layout, targets)
 
     @classmethod
@@ -92,8 +106,18 @@ class TokenLayout:
         return self.class_from_tokens.shape[1]
 
     def token_class(self) -> torch.Tensor:
-        """``[S]``: the (first) class each token serves."""
-        return self.class_from_tokens.argmax(0)
+        """``[S]``: the (first) class each token serves, -1 for the rest token."""
+        serves = self.class_from_tokens > 0  # [C, S]
+        return torch.where(serves.any(0), serves.float().argmax(0), -1)
+
+    def token_names(self) -> list[str]:
+        """Each token's class name (``rest`` for the rest token)."""
+        return [self.classes[c] if c >= 0 else "rest" for c in self.token_class().tolist()]
+
+    def class_mass(self, assignment: torch.Tensor) -> torch.Tensor:
+        """``[B, S, ...]`` per-token assignment -> ``[B, C, ...]``, each class's tokens summed."""
+        serves = (self.class_from_tokens > 0).to(assignment)  # [C, S]
+        return torch.einsum("cs,bs...->bc...", serves, assignment)
 
     def tokens_of(self, class_id: int) -> torch.Tensor:
         """The token indices serving class ``class_id``."""
@@ -128,6 +152,11 @@ class MaskSeparator(nn.Module):
         self.warp = LogFrequencyWarp(self.stft.n_bins, config.warped_bins)
         self.register_buffer("class_from_tokens", layout.class_from_tokens, persistent=False)  # [C, S]
         self.register_buffer("token_targets", layout.token_targets, persistent=False)  # [S]
+
+    @property
+    def patch(self) -> tuple[int, int]:
+        """``(bins, frames)`` of the mask axis one token covers (``assignment``'s grid cell)."""
+        return self.config.patch_freq, self.config.patch_time
 
     @property
     def layout(self) -> TokenLayout:

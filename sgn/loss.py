@@ -10,15 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from sgn.config import LossConfig
-from sgn.interface import SeparatorOutput, TokenLayout
+from sgn.interface import SeparatorOutput, TokenLayout, patch_pool
 from sgn.utils import SGNError
 
 # The terms separation_loss returns; total_loss weighs them.
-LOSS_TERMS = ("mask_loss", "ce_loss", "bce_loss")
+LOSS_TERMS = ("mask_loss", "ce_loss", "bce_loss", "assign_loss")
 
 
 def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, config: LossConfig,
-                    ) -> dict[str, torch.Tensor]:
+                    patch: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
     """Mask loss on the masks' axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
 
     ``batch`` holds ``class_ids [B, Nmax]`` and the magnitudes ``mix_mag [B, Fw, T]`` and
@@ -28,6 +28,8 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
     * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
     * CE: each grouped token of a class present in the mixture classifies as its own token target.
     * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture.
+    * assignment (ours, only with ``config.assign_weight``): see :func:`assignment_loss`;
+      ``patch`` is the model's token patch ``(patch_freq, patch_time)``.
     """
     ids = batch["class_ids"]  # [B, Nmax]
     valid = (ids >= 0).float()  # [B, Nmax]
@@ -59,9 +61,34 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
         losses["ce_loss"] = (ce * token_present.flatten()).sum() / token_present.sum().clamp_min(1)
     else:
         losses["ce_loss"] = zero
+    use_assignment = config.assign_weight > 0 and out.assignment is not None and patch is not None
+    losses["assign_loss"] = assignment_loss(out.assignment, batch, layout, patch) if use_assignment else zero
     return losses
 
 
+def assignment_loss(assignment: torch.Tensor, batch: dict, layout: TokenLayout, patch: tuple[int, int]) -> torch.Tensor:
+    """Ours: ``-log`` of the assignment mass on the tokens of the class whose reference dominates each
+    patch's energy, weighted by the patch's share of its mixture's energy (the quantity
+    :func:`sgn.analysis.assignment_agreement` scores). Quiet patches weigh little: silence may go
+    to any token, the rest token included.
+
+    Args:
+        assignment: ``[B, S, Pf, Pt]``, a softmax over tokens.
+        batch: as :func:`separation_loss` takes it (magnitudes on the masks' axis).
+        patch: ``(pf, pt)``, the bins and frames of one patch.
+    """
+    ids = batch["class_ids"]  # [B, Nmax]
+    source_energy = patch_pool(batch["source_mags"].float() ** 2, patch)  # [B, Nmax, Pf, Pt]
+    source_energy = source_energy.masked_fill((ids < 0)[:, :, None, None], -1.0)
+    dominant = ids.gather(1, source_energy.flatten(2).argmax(1)).view(ids.shape[0], 1, *source_energy.shape[-2:])
+    class_mass = layout.class_mass(assignment.float())  # [B, C, Pf, Pt]
+    log_mass = class_mass.gather(1, dominant.clamp_min(0)).squeeze(1).clamp_min(1e-8).log()  # [B, Pf, Pt]
+    energy = patch_pool(batch["mix_mag"].float() ** 2, patch)  # [B, Pf, Pt]
+    weight = energy / energy.sum(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return -(log_mass * weight).sum(dim=(-2, -1)).mean()
+
+
 def total_loss(losses: dict[str, torch.Tensor], config: LossConfig) -> torch.Tensor:
-    """The optimised sum: ``mask + ce_weight * ce + bce_weight * bce``."""
-    return losses["mask_loss"] + config.ce_weight * losses["ce_loss"] + config.bce_weight * losses["bce_loss"]
+    """The optimised sum: ``mask + ce_weight * ce + bce_weight * bce + assign_weight * assign``."""
+    return (losses["mask_loss"] + config.ce_weight * losses["ce_loss"] + config.bce_weight * losses["bce_loss"]
+            + config.assign_weight * losses["assign_loss"])

@@ -66,14 +66,14 @@ from sgn.data import (
 )
 from sgn.device import resolve_device
 from sgn.interface import MaskSeparator
-from sgn.loss import separation_loss, total_loss
+from sgn.loss import LOSS_TERMS, separation_loss, total_loss
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch, score_padded_batch
 from sgn.runs import open_run
 from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("step", "loss", "mask_loss", "ce_loss", "bce_loss", "lr", "grad_norm", "val_sdr",
+METRIC_COLUMNS = ("step", "loss", *LOSS_TERMS, "lr", "grad_norm", "val_sdr",
                   "elapsed_s", "samples_per_s")
 # The validation list is drawn with its own seed so that runs with different
 # training seeds are scored on the same mixtures.
@@ -221,7 +221,8 @@ def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainC
         group["lr"] = lr
     with autocast():
         out = forward(batch["mix_mag"])
-    terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss)
+    terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss,
+                            state.model.patch)
     loss = total_loss(terms, config.loss)
     if not torch.isfinite(loss):
         raise SGNError(f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr")
