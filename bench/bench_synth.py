@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from common import markdown
 
 from sgn.data import read_index
 from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS, describe_banks, render_synth_music, timbre_distances
@@ -31,15 +32,6 @@ def note_name(midi: float) -> str:
     """``64.2`` -> ``"E4"`` (nearest note)."""
     n = int(round(midi))
     return f"{_NAMES[n % 12]}{n // 12 - 1}"
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A pipe table of ``table`` (its index too when named), without extra dependencies."""
-    if any(table.index.names):
-        table = table.reset_index()
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _cpu_seconds() -> float:

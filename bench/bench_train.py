@@ -6,8 +6,16 @@ steps; data loading is timed separately so the table shows whether it is a bottl
 Also shows how the step time grows with the segment length, the batch size and the
 number of sources per mixture (each varied alone from the config's values).
 
+On CUDA the step runs under bf16 autocast when the config says ``bf16`` (as training
+does), and the table gives the peak GPU memory of the timed steps. ``--flops`` counts the
+model FLOPs of one optimisation step with ``torch.utils.flop_counter.FlopCounterMode``
+(matrix multiplications, convolutions and attention; element-wise work and the optimizer
+are not counted) and, with ``--peak-tflops``, the model FLOP utilisation (MFU): those
+FLOPs over the step time, as a fraction of that peak.
+
 Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
-[--segments 8192 32768] [--batches 8 32] [--sources 1 3]``.
+[--segments 8192 32768] [--batches 8 32] [--sources 1 3] [--flops [--peak-tflops 989]]
+[--csv FILE]``.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
@@ -32,8 +43,18 @@ from sgn.device import resolve_device  # noqa: E402
 from sgn.loss import separation_loss, total_loss  # noqa: E402
 
 
-def time_steps(config, index, device, steps: int) -> tuple[float, float]:
-    """Median seconds per optimisation step, and per batch of data loading."""
+@dataclass
+class StepTimes:
+    """What :func:`time_steps` measured."""
+
+    step_s: float  # median seconds of an optimisation step (forward, loss, backward, AdamW)
+    load_s: float  # median seconds of building and moving a batch
+    peak_gib: float | None  # peak GPU memory allocated over the steps; None on the CPU
+    flops: int | None  # model FLOPs of one step, when counted
+
+
+def time_steps(config, index, device, steps: int, count_flops: bool = False) -> StepTimes:
+    """Time ``steps`` optimisation steps after two warm-up steps; the first warm-up step counts the FLOPs."""
     classes = index_classes(index)
     stft = STFTSpec(config.model.n_fft, config.model.hop)
     data = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
@@ -41,6 +62,9 @@ def time_steps(config, index, device, steps: int) -> tuple[float, float]:
     model = build_model(config, classes).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, fused=device.type == "cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (device.type == "cuda" and config.bf16) else nullcontext
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    counter = FlopCounterMode(display=False) if count_flops else None
     step_times, load_times = [], []
     for step in range(steps + 2):  # two warm-up steps
         start = time.perf_counter()
@@ -48,19 +72,39 @@ def time_steps(config, index, device, steps: int) -> tuple[float, float]:
                                                   for i in range(config.optim.batch_size)])
         batch = {k: v.to(device) for k, v in batch.items()}
         loaded = time.perf_counter()
-        with autocast():
-            out = model(batch["mix_mag"])
-        losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss, model.patch)
-        loss = total_loss(losses, config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        # the FLOPs are the same every step, so a warm-up step (not timed) counts them
+        with counter if (counter is not None and step == 0) else nullcontext():
+            with autocast():
+                out = model(batch["mix_mag"])
+            losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss, model.patch)
+            loss = total_loss(losses, config.loss, model.patch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step >= 2:
             load_times.append(loaded - start)
             step_times.append(time.perf_counter() - loaded)
-    return statistics.median(step_times), statistics.median(load_times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return StepTimes(statistics.median(step_times), statistics.median(load_times), peak,
+                     counter.get_total_flops() if counter is not None else None)
+
+
+def table_row(name: str, arch: str, segment: int, batch: int, sources, times: StepTimes, sample_rate: int,
+              flops: bool, peak_tflops: float | None) -> dict[str, str]:
+    """One row of the printed table (and of ``--csv``): formatted values by column name."""
+    total = times.step_s + times.load_s
+    row = {"config": name, "arch": arch, "segment (samples)": str(segment), "batch": str(batch),
+           "sources": str(sources), "step (s)": f"{times.step_s:.3f}", "data (s)": f"{times.load_s:.3f}",
+           "mixtures/s": f"{batch / total:.1f}", "audio s/s": f"{batch * segment / sample_rate / total:.1f}",
+           "peak GPU memory (GiB)": "n/a" if times.peak_gib is None else f"{times.peak_gib:.2f}"}
+    if flops:
+        achieved = times.flops / times.step_s / 1e12
+        row["GFLOP/step"] = f"{times.flops / 1e9:.1f}"
+        row["TFLOP/s"] = f"{achieved:.2f}"
+        row["MFU"] = "n/a" if peak_tflops is None else f"{achieved / peak_tflops:.1%}"
+    return row
 
 
 def main() -> None:
@@ -74,17 +118,23 @@ def main() -> None:
     parser.add_argument("--sources", type=int, nargs="*", default=[],
                         help="also time these numbers of sources per mixture")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--flops", action="store_true",
+                        help="count the model FLOPs of a step (FlopCounterMode: matmuls, convolutions, attention)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense peak in TFLOP/s at the step's precision (H200 bf16: 989): adds MFU")
+    parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
     args = parser.parse_args()
     for name, values in (("--segments", args.segments), ("--batches", args.batches), ("--sources", args.sources)):
         if any(v < 1 for v in values):
             parser.error(f"{name}: expected positive numbers, got {values}")
+    if args.peak_tflops is not None and not (args.flops and args.peak_tflops > 0):
+        parser.error(f"--peak-tflops: expected a positive number with --flops, got {args.peak_tflops}")
     device = resolve_device(args.device)
     index = read_index(args.index)
 
     print(machine_line())
     print()
-    print("| config | arch | segment (samples) | batch | sources | step (s) | data (s) | mixtures/s | audio s/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for name in args.config:
         base = load_config(name)
         base_segment, base_batch, base_sources = base.data.segment_samples, base.optim.batch_size, base.data.n_sources
@@ -96,11 +146,15 @@ def main() -> None:
             for segment, batch, sources in variants:
                 config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
                                                 f"optim.batch_size={batch}", f"data.n_sources={sources}"])
-                step, load = time_steps(config, index, device, args.steps)
-                audio = batch * segment / config.data.sample_rate
-                print(f"| {name} | {arch} | {segment} | {batch} | {sources} | {step:.3f} | {load:.3f} | "
-                      f"{batch / (step + load):.1f} | {audio / (step + load):.1f} |")
-
+                times = time_steps(config, index, device, args.steps, count_flops=args.flops)
+                rows.append(table_row(name, arch, segment, batch, sources, times, config.data.sample_rate,
+                                      args.flops, args.peak_tflops))
+                if len(rows) == 1:  # the header, once the columns are known
+                    print("| " + " | ".join(rows[0]) + " |")
+                    print("|" + "---|" * len(rows[0]))
+                print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
+    if args.csv is not None:
+        pd.DataFrame(rows).to_csv(args.csv, index=False, lineterminator="\n")
 
 if __name__ == "__main__":
     main()

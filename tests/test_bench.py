@@ -40,6 +40,7 @@ def test_bench_metrics():
 @pytest.mark.parametrize("script,args,message", [
     ("bench_metrics.py", ["--length", "100"], "--length must be at least 512"),
     ("bench_train.py", ["--sources", "0"], "--sources: expected positive numbers"),
+    ("bench_train.py", ["--peak-tflops", "989"], "--peak-tflops: expected a positive number with --flops"),
     ("bench_separate.py", ["--seconds", "0"], "--seconds must be positive"),
 ])
 def test_bench_bad_options_are_one_line(script, args, message):
