@@ -67,11 +67,26 @@ def assignment_statistics(assignment: torch.Tensor, energy: torch.Tensor, token_
     }
 
 
+def dominant_slot(source_energy: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, Pf, Pt]``: per patch, the slot of ``class_ids [B, Nmax]`` whose reference has the most energy
+    (``source_energy [B, Nmax, Pf, Pt]``; padding slots never win)."""
+    return source_energy.masked_fill((class_ids < 0)[:, :, None, None], -1.0).argmax(1)
+
+
+def assigned_slot(assignment: torch.Tensor, class_ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """``[B, Pf, Pt]``: per patch, the slot of ``class_ids`` whose class's tokens get the most assignment mass
+    (only the present classes compete, so an assignment that ignores the audio is right 1 / N of the time)."""
+    class_mass = layout.class_mass(assignment)  # [B, C, Pf, Pt]
+    slot_mass = class_mass.gather(1, class_ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *assignment.shape[-2:]))
+    return slot_mass.masked_fill((class_ids < 0)[:, :, None, None], -1.0).argmax(1)
+
+
 def assignment_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, class_ids: torch.Tensor,
                          layout: TokenLayout, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """How well the assignment follows the sources: per patch, the class whose reference
-    dominates its energy (oracle) against the present class whose tokens the assignment
-    gives the most mass; agreement weighted by the patch's share of the mixture energy.
+    dominates its energy (:func:`dominant_slot`) against the present class whose tokens the
+    assignment gives the most mass (:func:`assigned_slot`); agreement weighted by the patch's
+    share of the mixture energy.
 
     Args:
         assignment: ``[B, S, Pf, Pt]``.
@@ -84,16 +99,35 @@ def assignment_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, 
         ``(agreement [B], chance [B])``: the energy-weighted share of patches where the two
         classes agree, and what an assignment that ignores the audio would score (1 / N).
     """
-    valid = class_ids >= 0  # [B, Nmax]
-    oracle = source_energy.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
-    class_mass = layout.class_mass(assignment)  # [B, C, Pf, Pt]
-    slot_mass = class_mass.gather(1, class_ids.clamp_min(0)[:, :, None, None].expand(-1, -1, *assignment.shape[-2:]))
-    assigned = slot_mass.masked_fill(~valid[:, :, None, None], -1.0).argmax(1)  # [B, Pf, Pt] slot
-    agreement = ((assigned == oracle).float() * energy).sum(dim=(-2, -1))
-    return agreement, 1.0 / valid.sum(1).clamp_min(1).float()
+    agree = assigned_slot(assignment, class_ids, layout) == dominant_slot(source_energy, class_ids)
+    return (agree.float() * energy).sum(dim=(-2, -1)), 1.0 / (class_ids >= 0).sum(1).clamp_min(1).float()
+
+
+def source_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, class_ids: torch.Tensor,
+                     layout: TokenLayout, energy: torch.Tensor) -> torch.Tensor:
+    """``[B, Nmax]``: per source, the energy-weighted share of the patches it dominates that the
+    assignment gives to its class (a recall; NaN for padding and for a source that dominates no patch)."""
+    oracle = dominant_slot(source_energy, class_ids)  # [B, Pf, Pt]
+    agree = (assigned_slot(assignment, class_ids, layout) == oracle).float() * energy
+    owned = F.one_hot(oracle, class_ids.shape[1]).permute(0, 3, 1, 2).float()  # [B, Nmax, Pf, Pt]
+    hits = (owned * agree[:, None]).sum(dim=(-2, -1))
+    total = (owned * energy[:, None]).sum(dim=(-2, -1))
+    return (hits / total).masked_fill((class_ids < 0) | (total == 0), float("nan"))
 
 
 @torch.no_grad()
+def _grouping_batches(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int):
+    """Yield ``(batch, output, energy share [B, Pf, Pt], source energy [B, Nmax, Pf, Pt])`` over ``dataset``."""
+    if getattr(model, "grouping", None) is None:
+        raise ValueError("grouping statistics need an SGN model with the grouping block")
+    model.eval()
+    device = next(model.parameters()).device
+    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
+        batch = {key: value.to(device) for key, value in batch.items()}
+        out, energy = forward_with_energy(model, batch["mixture"])
+        yield batch, out, energy, patch_energy(model, batch["source_mags"])
+
+
 def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
     """Per mixture: how the grouping assigns the mixture's energy to class tokens.
 
@@ -102,17 +136,13 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
     :func:`assignment_agreement`, and ``presence_accuracy`` (the presence head's accuracy
     over all classes at threshold 0.5).
     """
-    if getattr(model, "grouping", None) is None:
-        raise ValueError("grouping statistics need an SGN model with the grouping block")
-    model.eval()
     rows = []
     layout = model.layout
-    for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-        out, energy = forward_with_energy(model, batch["mixture"])
+    for batch, out, energy, source_energy in _grouping_batches(model, dataset, batch_size):
         present = layout.present(batch["class_ids"])  # [B, C]
         stats = assignment_statistics(out.assignment, energy, layout.present_tokens(present))
         stats["agreement"], stats["agreement_chance"] = assignment_agreement(
-            out.assignment, patch_energy(model, batch["source_mags"]), batch["class_ids"], layout, energy)
+            out.assignment, source_energy, batch["class_ids"], layout, energy)
         presence_ok = ((torch.sigmoid(out.presence_logits) > 0.5) == (present > 0)).float().mean(1)
         for i in range(len(energy)):
             rows.append({
@@ -121,6 +151,23 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
                 **{name: float(stats[name][i]) for name in (*STATISTICS, "agreement", "agreement_chance")},
                 "presence_accuracy": float(presence_ok[i]),
             })
+    return pd.DataFrame(rows)
+
+
+def grouping_by_source(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
+    """Per source: :func:`source_agreement` (``agreement``) and the share of the mixture's energy in
+    the patches it dominates (``dominated``). Columns ``mixture_id, n_sources, source, class, agreement,
+    dominated``; a source that dominates no patch has NaN agreement."""
+    rows = []
+    for batch, out, energy, source_energy in _grouping_batches(model, dataset, batch_size):
+        ids = batch["class_ids"]
+        agreement = source_agreement(out.assignment, source_energy, ids, model.layout, energy)  # [B, Nmax]
+        owned = F.one_hot(dominant_slot(source_energy, ids), ids.shape[1]).permute(0, 3, 1, 2).float()
+        dominated = (owned * energy[:, None]).sum(dim=(-2, -1))  # [B, Nmax]
+        for i, j in (ids >= 0).nonzero().tolist():
+            rows.append({"mixture_id": int(batch["mixture_id"][i]), "n_sources": int(batch["n_sources"][i]),
+                         "source": j, "class": model.classes[int(ids[i, j])],
+                         "agreement": float(agreement[i, j]), "dominated": float(dominated[i, j])})
     return pd.DataFrame(rows)
 
 

@@ -127,10 +127,6 @@ class ModelConfig:
     share_tokens: bool = False  # True: classes 2j and 2j+1 share one token
     gumbel: bool = False  # hard straight-through Gumbel assignment while training
     gumbel_tau: float = 1.0
-    # Our additions to the grouping (all False: the paper-as-inferred model; see sgn.model)
-    presence_gate: bool = False  # only the classes the presence head finds compete for the patches
-    rest_token: bool = False  # one more token, serving no class, for background and silence
-    assignment_mask: bool = False  # each class's mask logits add the log of its (upsampled) assignment
     # U-Net baseline (Sound-of-Pixels' audio network, class-id conditioned)
     unet_levels: int = 7
 

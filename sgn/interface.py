@@ -76,10 +76,8 @@ class TokenLayout:
     token_targets: torch.Tensor
 
     @classmethod
-    def build(cls, classes: Sequence[str], tokens_per_class: int = 1, share_tokens: bool = False,
-              rest_token: bool = False) -> "TokenLayout":
-        """``K`` tokens per class, or (``share_tokens``) one token for classes ``2j`` and ``2j+1``;
-        ``rest_token`` appends a token that serves no class (background and silence)."""
+    def build(cls, classes: Sequence[str], tokens_per_class: int = 1, share_tokens: bool = False) -> "TokenLayout":
+        """``K`` tokens per class, or (``share_tokens``) one token for classes ``2j`` and ``2j+1``."""
         n_classes = len(classes)
         if share_tokens:
             n_tokens = (n_classes + 1) // 2
@@ -91,9 +89,6 @@ class TokenLayout:
             targets = torch.arange(n_tokens) // tokens_per_class  # token s -> class s // K
             layout = torch.zeros(n_classes, n_tokens)
             layout[targets, torch.arange(n_tokens)] = 1.0 / tokens_per_class
-        if rest_token:  # a zero column: no class reads it; its CE target is its own
-            layout = torch.cat([layout, torch.zeros(n_classes, 1)], dim=1)
-            targets = torch.cat([targets, targets.max(0, keepdim=True).values + 1])
         return cls(tuple(classes), layout, targets)
 
     @classmethod
@@ -106,13 +101,8 @@ class TokenLayout:
         return self.class_from_tokens.shape[1]
 
     def token_class(self) -> torch.Tensor:
-        """``[S]``: the (first) class each token serves, -1 for the rest token."""
-        serves = self.class_from_tokens > 0  # [C, S]
-        return torch.where(serves.any(0), serves.float().argmax(0), -1)
-
-    def token_names(self) -> list[str]:
-        """Each token's class name (``rest`` for the rest token)."""
-        return [self.classes[c] if c >= 0 else "rest" for c in self.token_class().tolist()]
+        """``[S]``: the (first) class each token serves."""
+        return self.class_from_tokens.argmax(0)
 
     def class_mass(self, assignment: torch.Tensor) -> torch.Tensor:
         """``[B, S, ...]`` per-token assignment -> ``[B, C, ...]``, each class's tokens summed."""

@@ -28,6 +28,14 @@ class; the BCE is class presence; the mask decoder is Sound-of-Pixels' per-pixel
 product (Zhao et al., 2018) with the class representation in place of the visual
 vector.
 
+Ours, not the paper's: trained as inferred above, the assignment ignores the sources
+(on SynthMUSIC its agreement with the dominant source of each patch stays at chance,
+see the book's grouping chapter). The shipped profiles therefore add an auxiliary loss,
+``loss.assign_weight`` (:func:`sgn.loss.assignment_loss`): each patch's assignment
+classifies it as the class whose reference dominates its energy. The model itself is
+unchanged; ``loss.assign_weight=0`` trains the paper-as-inferred SGN (the ``paper``
+variant of the ablations).
+
 Ablation switches (``ModelConfig``): ``class_tokens=False`` (static learned queries
 that never enter self-attention, and no CE), ``grouping=False`` (class
 representations are the tokens' transformer outputs), ``tokens_per_class=K``,
@@ -120,15 +128,11 @@ class GroupingBlock(nn.Module):
         self.norm_out = nn.LayerNorm(dim)
         self.mlp = MLP(dim, mlp_ratio)
 
-    def forward(self, tokens: torch.Tensor, features: torch.Tensor, token_bias: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tokens [B, S, D]``, ``features [B, P, D]`` -> ``(grouped [B, S, D], soft assignment [B, S, P])``;
-        ``token_bias [B, S]`` is added to every patch's logits (the presence gate's log-probabilities)."""
+    def forward(self, tokens: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``tokens [B, S, D]``, ``features [B, P, D]`` -> ``(grouped [B, S, D], soft assignment [B, S, P])``."""
         queries = tokens + self.token_mlp(self.norm_tokens(tokens))
         feats = self.norm_features(features)
         logits = self.q(queries) @ self.k(feats).transpose(1, 2) / math.sqrt(tokens.shape[-1])  # [B, S, P]
-        if token_bias is not None:
-            logits = logits + token_bias[:, :, None]
         soft = logits.softmax(dim=1)
         if self.gumbel:
             if self.training:
@@ -154,7 +158,7 @@ class SGN(MaskSeparator):
     """
 
     def __init__(self, config: ModelConfig, classes: list[str]):
-        layout = TokenLayout.build(classes, config.tokens_per_class, config.share_tokens, config.rest_token)
+        layout = TokenLayout.build(classes, config.tokens_per_class, config.share_tokens)
         super().__init__(config, classes, layout)
         d, s0 = config.width, config.stem_channels
         if config.warped_bins % config.patch_freq:
@@ -187,14 +191,6 @@ class SGN(MaskSeparator):
         self.feature_up = nn.Conv2d(d, widths[-1], 1)
         self.up = nn.ModuleList(conv_block(2 * widths[i], widths[i - 1] if i else s0) for i in reversed(range(levels + 1)))
         self.mask_head = nn.Linear(d, s0 + 1)  # per-class weights and bias of the per-pixel dot product
-        if config.assignment_mask:
-            self.assignment_gain = nn.Parameter(torch.ones(()))  # weight of log-assignment in the mask logits
-
-    def token_presence_bias(self, presence_logits: torch.Tensor) -> torch.Tensor:
-        """``[B, C]`` presence logits -> ``[B, S]``: log P(present) of each token's (likeliest) class; 0 for rest."""
-        serves = self.class_from_tokens > 0  # [C, S]
-        log_present = F.logsigmoid(presence_logits)[:, :, None].masked_fill(~serves, -torch.inf).amax(1)  # [B, S]
-        return torch.where(serves.any(0), log_present, torch.zeros_like(log_present))
 
     def forward(self, mix_mag: torch.Tensor) -> SeparatorOutput:
         """Args:
@@ -227,20 +223,14 @@ class SGN(MaskSeparator):
             for block in self.blocks:
                 feats = block(feats)
 
-        presence_logits, token_bias = None, None
-        if cfg.presence_gate:  # ours: presence read before grouping gates which tokens compete
-            presence_logits = self.presence_head(self.class_from_tokens @ self.norm(tokens)).squeeze(-1)  # [B, C]
-            token_bias = self.token_presence_bias(presence_logits)  # [B, S]
         assignment = None
         if self.grouping is not None:
-            grouped, soft = self.grouping(tokens, feats, token_bias)  # [B, S, D], [B, S, P]
+            grouped, soft = self.grouping(tokens, feats)  # [B, S, D], [B, S, P]
             assignment = soft.reshape(b, n_tokens, pf, pt)
         else:
             grouped = tokens
         grouped = self.norm(grouped)
         class_rep = self.class_from_tokens @ grouped  # [B, C, D]
-        if presence_logits is None:
-            presence_logits = self.presence_head(class_rep).squeeze(-1)  # [B, C]
 
         pixel = self.feature_up(feats.transpose(1, 2).reshape(b, d, pf, pt))  # [B, S0 * 2^levels, Pf, Pt]
         for up, skip in zip(self.up, reversed(skips)):
@@ -249,15 +239,9 @@ class SGN(MaskSeparator):
         # pixel: [B, S0, Fw, T'], the per-pixel features of the mask dot product
         weights = self.mask_head(class_rep)  # [B, C, S0 + 1]
         mask_logits = torch.einsum("bcs,bsft->bcft", weights[..., :-1], pixel) + weights[..., -1, None, None]
-        if cfg.assignment_mask and assignment is not None:  # ours: the grouping shapes the masks directly
-            class_mass = self.layout.class_mass(assignment)  # [B, C, Pf, Pt]
-            # each class's share among the classes (the rest token's quiet patches do not shut every mask)
-            class_assignment = (class_mass / class_mass.sum(1, keepdim=True).clamp_min(1e-6)).clamp_min(1e-4).log()
-            mask_logits = mask_logits + self.assignment_gain * F.interpolate(
-                class_assignment, size=pixel.shape[-2:], mode="bilinear", align_corners=False)
         return SeparatorOutput(
             mask_logits=mask_logits[..., :n_frames],  # [B, C, Fw, T]
-            presence_logits=presence_logits,  # [B, C]
+            presence_logits=self.presence_head(class_rep).squeeze(-1),  # [B, C]
             token_logits=self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
             assignment=assignment,
             class_rep=class_rep,

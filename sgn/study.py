@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 # The class-token ablation (notebook 04): what the tokens and the grouping contribute.
 CLASS_TOKEN_VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
+    "paper": {"loss.assign_weight": 0.0},  # the paper as inferred: no auxiliary assignment loss (ours)
     "no_class_tokens": {"model.class_tokens": False},
     "no_grouping": {"model.grouping": False},
     "no_ce": {"loss.ce_weight": 0.0},
@@ -51,8 +53,9 @@ NUM_SOURCES_VARIANTS: dict[str, dict[str, Any]] = {
 STUDY_COLUMNS = ("variant", "seed", "mixture_id", "n_sources", "source", "class", "metric", "value")
 SCORE_METRICS = ("sdr", "sir", "sar", "si_sdr", "sdri")
 PRESENCE_METRICS = ("precision", "recall", "exact")
+GROUPING_METRICS = ("agreement", "agreement_chance", "present_mass")
 # The code whose change invalidates cached scores.
-SCORING_MODULES = ("evaluate.py", "metrics.py")
+SCORING_MODULES = ("evaluate.py", "metrics.py", "analysis.py")
 
 
 def pick_variants(table: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -102,8 +105,10 @@ def run_study(
 
     Returns:
         The long table :data:`STUDY_COLUMNS`: per source the metrics of
-        :data:`SCORE_METRICS`, per mixture the presence head's ``presence_*`` metrics
-        (``source`` -1), and per run ``train_minutes`` (``mixture_id`` -1).
+        :data:`SCORE_METRICS`; per mixture (``source`` -1) the presence head's
+        ``presence_*`` metrics and, for models with a grouping block, the grouping's
+        :data:`GROUPING_METRICS` (:func:`sgn.analysis.grouping_statistics`); per run
+        ``train_minutes`` (``mixture_id`` -1).
     """
     if not seeds:
         raise SGNError("seeds: name at least one seed")
@@ -150,9 +155,27 @@ def _cached_scores(run_dir: Path, mixtures: Path, device: str, presence: bool) -
         found = found.assign(metric="presence_" + found["metric"], value=found["value"].astype(float),
                              source=-1, **{"class": ""})
         long = pd.concat([long, found], ignore_index=True)
+    grouping = _grouping_scores(checkpoint, mixtures, device)
+    if grouping is not None:
+        long = pd.concat([long, grouping], ignore_index=True)
     with atomic_path(cached) as tmp:
         long.to_csv(tmp, index=False, lineterminator="\n")
     return long
+
+
+def _grouping_scores(checkpoint: Path, mixtures: Path, device: str) -> pd.DataFrame | None:
+    """Per mixture, the grouping's agreement with the sources (None for models without grouping)."""
+    from sgn.analysis import grouping_statistics
+    from sgn.checkpoint import load_model
+    from sgn.data import FixedMixtureDataset, read_mixture_list
+    from sgn.device import resolve_device
+
+    model, _, _ = load_model(checkpoint, map_location=resolve_device(device))
+    if getattr(model, "grouping", None) is None:
+        return None
+    stats = grouping_statistics(model, FixedMixtureDataset(read_mixture_list(mixtures), model.classes, model.stft))
+    return stats.melt(id_vars=["mixture_id", "n_sources"], value_vars=list(GROUPING_METRICS), var_name="metric",
+                      value_name="value").assign(source=-1, **{"class": ""})
 
 
 def _scores_key(checkpoint: Path, mixtures: Path, presence: bool) -> str:
@@ -168,3 +191,63 @@ def study_means(results: pd.DataFrame, metrics: Sequence[str], by: Sequence[str]
     chosen = results[results["metric"].isin(metrics)]
     table = chosen.pivot_table(index=list(by), columns="metric", values="value", aggfunc="mean", sort=False)
     return table[[m for m in metrics if m in table.columns]]
+
+
+# Columns of study_intervals' table.
+INTERVAL_COLUMNS = ("n_seeds", "n_mixtures", "mean", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "called")
+
+
+def study_intervals(results: pd.DataFrame, metric: str = "sdr", reference: str = "full", by: Sequence[str] = (),
+                    n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Each variant's mean ``metric`` and its difference to ``reference``, with intervals over seeds and mixtures.
+
+    A variant's score is a ``seeds x mixtures`` matrix (sources of a mixture averaged).
+    Each bootstrap replicate draws seeds and mixtures with replacement, independently (a
+    crossed design: a second seed and a second test set would both move the mean), and the
+    difference is paired: the same seeds and mixtures of both variants. ``called`` is True
+    where the difference's interval excludes zero.
+
+    Args:
+        results: :func:`run_study`'s long table; every variant scored with the same seeds and mixtures.
+        metric: the metric to summarise (``sdr``, ``si_sdr``, ``presence_recall``, ...).
+        reference: the variant the differences are taken to (absent: no differences, NaN).
+        by: further grouping columns, e.g. ``["n_sources"]``.
+
+    Returns:
+        One row per ``by`` group and variant: ``variant``, ``by``'s columns, :data:`INTERVAL_COLUMNS`.
+    """
+    chosen = results[results["metric"] == metric].dropna(subset=["value"])  # e.g. SDRi of one source
+    if chosen.empty:
+        raise SGNError(f"study_intervals: no rows of metric {shorten(metric)} in the results")
+    rows = []
+    groups = chosen.groupby(list(by), sort=True) if by else [((), chosen)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        matrices = {name: part.pivot_table(index="seed", columns="mixture_id", values="value", aggfunc="mean")
+                    for name, part in group.groupby("variant", sort=False)}
+        shape = next(iter(matrices.values())).shape
+        rng = np.random.default_rng(seed)
+        seed_draws = rng.integers(0, shape[0], size=(n_boot, shape[0]))
+        mixture_draws = rng.integers(0, shape[1], size=(n_boot, shape[1]))
+        for name, matrix in matrices.items():
+            if matrix.shape != shape or (reference in matrices and not matrix.index.equals(matrices[reference].index)):
+                raise SGNError(f"study_intervals: variant {shorten(name)} was scored on other seeds or mixtures")
+            mean, low, high = _crossed_bootstrap(matrix.to_numpy(), seed_draws, mixture_draws, ci)
+            diff = (np.nan,) * 3
+            if reference in matrices:
+                paired = matrix.to_numpy() - matrices[reference].reindex_like(matrix).to_numpy()
+                diff = _crossed_bootstrap(paired, seed_draws, mixture_draws, ci)
+            rows.append({"variant": name, **dict(zip(by, key)), "n_seeds": shape[0], "n_mixtures": shape[1],
+                         "mean": mean, "ci_low": low, "ci_high": high, "diff": diff[0], "diff_low": diff[1],
+                         "diff_high": diff[2], "called": bool(diff[1] > 0 or diff[2] < 0)})
+    return pd.DataFrame(rows, columns=["variant", *by, *INTERVAL_COLUMNS])
+
+
+def _crossed_bootstrap(matrix: np.ndarray, seed_draws: np.ndarray, mixture_draws: np.ndarray, ci: float,
+                       ) -> tuple[float, float, float]:
+    """Mean of ``matrix [seeds, mixtures]`` and the percentile interval of replicates that resample both axes."""
+    # mean over the drawn cells: rows seed_draws[b], columns mixture_draws[b]
+    per_seed = matrix[:, mixture_draws].mean(-1)  # [seeds, n_boot]: each seed's mean over the drawn mixtures
+    boot = np.take_along_axis(per_seed.T, seed_draws, axis=1).mean(1)  # [n_boot]
+    low, high = np.percentile(boot, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
+    return float(matrix.mean()), float(low), float(high)

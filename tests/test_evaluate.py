@@ -255,3 +255,23 @@ def test_assignment_agreement_follows_the_dominant_source():
     absent[0, 0, 0] = 0.05
     agreement, _ = assignment_agreement(absent, source_energy, class_ids, layout, energy)
     assert agreement.tolist() == pytest.approx([0.0])  # top row goes to a (0.05 > 0 for c), bottom to c
+
+
+def test_source_agreement_is_each_source_s_recall():
+    import math
+
+    from sgn.analysis import source_agreement
+    from sgn.interface import TokenLayout
+
+    layout = TokenLayout.build(["a", "b", "c"])
+    class_ids = torch.tensor([[2, 0, -1]])
+    source_energy = torch.zeros(1, 3, 2, 2)
+    source_energy[0, 0, 0] = 5.0  # c dominates the top row
+    source_energy[0, 1, 1] = 5.0  # a the bottom row
+    energy = torch.tensor([[[0.1, 0.2], [0.3, 0.4]]])
+    assignment = torch.zeros(1, 3, 2, 2)
+    assignment[0, 2, 0] = 1.0  # c's token takes the top row
+    assignment[0, 2, 1, 0] = 1.0  # and the bottom-left patch, which is a's
+    assignment[0, 0, 1, 1] = 1.0
+    recall = source_agreement(assignment, source_energy, class_ids, layout, energy)[0].tolist()
+    assert recall[:2] == pytest.approx([1.0, 0.4 / 0.7]) and math.isnan(recall[2])

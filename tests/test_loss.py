@@ -100,3 +100,51 @@ def test_shared_tokens_target_their_own_index():
     logits[0, [0, 1], [0, 1]] = BIG
     assert separation_loss(_output(_perfect_masks(), token_logits=logits), _batch(), layout, LossConfig())[
         "ce_loss"] < 1e-6
+
+
+def _assignment(owner_of_rows):
+    """A one-hot assignment ``[1, S=4, Pf=2, Pt=3]`` (one token per class): patch row ``r`` to token ``owner_of_rows[r]``."""
+    assignment = torch.zeros(1, len(CLASSES), 2, 3)
+    for row, token in enumerate(owner_of_rows):
+        assignment[0, token, row] = 1.0
+    return assignment
+
+
+def test_assignment_loss_rewards_the_dominant_source_class():
+    # patches of 2 bins x 1 frame: row 0 holds bins 0-1 (class c dominates), row 1 bins 2-3 (class a)
+    layout, batch, patch = TokenLayout.build(CLASSES), _batch(), (2, 1)
+    config = LossConfig(assign_weight=1.0)
+
+    def loss_of(assignment):
+        out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=assignment)
+        return float(separation_loss(out, batch, layout, config, patch)["assign_loss"])
+
+    assert loss_of(_assignment([2, 0])) < 1e-6
+    assert loss_of(_assignment([0, 2])) > 15  # -log(1e-8): each patch's mass on the wrong class
+    # an absent class (b, d) taking a patch is as wrong as the other present class
+    assert loss_of(_assignment([1, 0])) == pytest.approx(loss_of(_assignment([2, 3])), rel=0.2)
+    # energy weighting: a wrong row costs its share of the mixture energy; row 1 (2.1^2 + 5.1^2 per
+    # frame) is louder than row 0 (4.1^2 + 3^2), so getting it wrong costs more
+    assert loss_of(_assignment([2, 2])) > loss_of(_assignment([0, 0]))
+    # off by default (the paper as inferred): the term is zero, whatever the assignment
+    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=_assignment([0, 2]))
+    assert separation_loss(out, batch, layout, LossConfig(), patch)["assign_loss"] == 0
+
+
+def test_assignment_loss_sums_a_class_s_tokens():
+    layout = TokenLayout.build(CLASSES, tokens_per_class=2)  # tokens 2k, 2k+1 serve class k
+    split = torch.zeros(1, 8, 2, 3)
+    split[0, 4:6, 0] = 0.5  # class c's two tokens share row 0
+    split[0, 0:2, 1] = 0.5  # class a's two tokens share row 1
+    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=split)
+    assert separation_loss(out, _batch(), layout, LossConfig(assign_weight=1.0), (2, 1))["assign_loss"] < 1e-6
+
+
+def test_patch_pool_matches_the_token_grid():
+    from sgn.interface import patch_pool
+
+    values = torch.arange(4 * 6, dtype=torch.float32).reshape(4, 6)  # Fw=4, T=6; patch (2, 4): time pads to 8
+    pooled = patch_pool(values[None], (2, 4))
+    assert pooled.shape == (1, 2, 2)
+    assert pooled[0, 0, 0] == values[:2, :4].mean()
+    assert pooled[0, 1, 1] == values[2:, 4:].sum() / 8  # the padded frames count as zeros

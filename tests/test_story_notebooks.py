@@ -44,15 +44,21 @@ def test_smoke_pipeline_results(smoke_book):
     headline = pd.read_csv(results_dir / "03_evaluate" / "headline.csv")
     assert {"sgn", "unet", "nmf", "mixture", "irm", "ibm"} <= set(headline["method"])
     assert (results_dir / "02_train" / "curves.png").stat().st_size > 1000
-    ablation = pd.read_csv(results_dir / "04_ablation_class_tokens" / "ablation.csv")
-    assert set(ablation["variant"]) == {"full", "no_class_tokens", "no_grouping", "no_ce", "no_bce",
+    ablation = pd.read_csv(results_dir / "04_ablation_class_tokens" / "ablation_sdr.csv")
+    assert set(ablation["variant"]) == {"full", "paper", "no_class_tokens", "no_grouping", "no_ce", "no_bce",
                                         "shared_tokens", "k2"}
-    for table in ("sdr_by_n", "sdri_by_n"):
+    assert (ablation["n_seeds"] == 2).all() and (ablation["ci_low"] <= ablation["mean"]).all()
+    assert ablation.set_index("variant").loc["full", "diff"] == 0
+    agreement = pd.read_csv(results_dir / "04_ablation_class_tokens" / "ablation_agreement.csv")
+    assert "no_grouping" not in set(agreement["variant"]) and agreement["mean"].between(0, 1).all()
+    for table in ("sdr_by_n", "sdri_by_n", "recall_by_n"):
         by_n = pd.read_csv(results_dir / "05_ablation_num_sources" / f"{table}.csv")
-        assert by_n.columns[0] == "variant" and set(by_n.columns[1:]) <= {"N=1", "N=2", "N=3", "N=4"}
-        assert len(by_n) == 2 and len(by_n.columns) >= 2
+        assert set(by_n["variant"]) == {"trained_on_2", "trained_on_1to4"} and set(by_n["n_sources"]) <= {1, 2, 3, 4}
     # 05's model trained on 2 sources is 04's full model: trained once, shared through runs_dir
-    assert len(list((smoke_book / "runs" / "smoke" / "ablations").glob("*/best.pt"))) == 7 + 1
+    assert len(list((smoke_book / "runs" / "smoke" / "ablations").glob("*/best.pt"))) == 2 * (8 + 1)
+    by_class = pd.read_csv(results_dir / "07_grouping" / "agreement_by_class.csv")
+    assert set(by_class["split"]) == {"test_seen", "test_unseen"}
+    assert (results_dir / "07_grouping" / "assignment_maps.png").is_file()
     assert (results_dir / "07_grouping" / "representations_pca.png").is_file()
     shapes = pd.read_csv(results_dir / "08_method" / "forward_shapes.csv")
     assert shapes["stage"].iloc[0] == "input" and "output: mask_logits" in set(shapes["stage"])

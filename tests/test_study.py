@@ -1,5 +1,6 @@
 """Studies as library calls: variants x seeds, trained once each, scored into one long table."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -38,6 +39,10 @@ def test_long_table_has_every_variant_seed_and_metric(study, tiny_test_list):
     assert (per_run["metric"] == "presence_recall").sum() == sources["mixture_id"].nunique()  # one per mixture
     assert (per_run["metric"] == "train_minutes").sum() == 1
     assert set(per_run.loc[per_run["metric"] == "sdr", "class"]) == set(sources["class"])
+    # the grouping's agreement with the sources, per mixture, for models that group
+    assert (per_run["metric"] == "agreement").sum() == sources["mixture_id"].nunique()
+    assert per_run.loc[per_run["metric"] == "agreement", "value"].between(0, 1).all()
+    assert not (frame[frame["variant"] == "no_grouping"]["metric"] == "agreement").any()
 
 
 def test_seeds_train_different_models(study):
@@ -88,3 +93,49 @@ def test_unknown_variant_and_no_seed_are_one_line(tiny_test_list, tmp_path):
     with pytest.raises(SGNError, match="name at least one seed"):
         run_study({"full": {}}, [], config="smoke", mixtures=tiny_test_list, runs_dir=tmp_path)
     assert list(pick_variants(NUM_SOURCES_VARIANTS, [])) == ["trained_on_2", "trained_on_1to4"]
+
+
+def _long(variant_scores: dict) -> pd.DataFrame:
+    """run_study's long table from ``{variant: matrix [seeds, mixtures]}`` of SDRs (one source per mixture)."""
+    rows = [{"variant": name, "seed": s, "mixture_id": m, "n_sources": 2, "source": 0, "class": "a",
+             "metric": "sdr", "value": float(matrix[s, m])}
+            for name, matrix in variant_scores.items() for s in range(matrix.shape[0]) for m in range(matrix.shape[1])]
+    return pd.DataFrame(rows)
+
+
+def test_study_intervals_call_a_real_difference_and_not_noise():
+    from sgn.study import study_intervals
+
+    rng = np.random.default_rng(0)
+    mixture_difficulty = rng.normal(8.0, 3.0, size=60)  # shared by every variant: the pairing removes it
+    full = mixture_difficulty + rng.normal(0, 0.3, size=(3, 60))
+    better = full + 1.0 + rng.normal(0, 0.3, size=(3, 60))
+    same = full + rng.normal(0, 0.3, size=(3, 60))
+    table = study_intervals(_long({"full": full, "better": better, "same": same})).set_index("variant")
+    assert table.loc["better", "called"] and table.loc["better", "diff_low"] > 0.8
+    assert table.loc["better", "diff"] == pytest.approx(1.0, abs=0.1)
+    assert not table.loc["same", "called"] and table.loc["same", "diff_low"] < 0 < table.loc["same", "diff_high"]
+    assert not table.loc["full", "called"] and table.loc["full", "diff"] == 0
+    # the mean's interval includes the mixtures' spread (3 dB / sqrt(60) ~ 0.4 dB each side), not only the noise
+    assert table.loc["full", "ci_high"] - table.loc["full", "ci_low"] > 1.0
+
+
+def test_study_intervals_widen_with_the_seed_to_seed_spread():
+    from sgn.study import study_intervals
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(8.0, 1.0, size=(3, 40))
+    steady = base + 0.5
+    unsteady = base + np.array([[-2.0], [0.5], [3.0]])  # same mean difference, but it depends on the seed
+    table = study_intervals(_long({"full": base, "steady": steady, "unsteady": unsteady})).set_index("variant")
+    width = table["diff_high"] - table["diff_low"]
+    assert width["unsteady"] > 5 * width["steady"]
+    assert table.loc["steady", "called"] and not table.loc["unsteady", "called"]
+
+
+def test_study_intervals_refuse_variants_scored_on_other_seeds():
+    from sgn.study import study_intervals
+
+    scores = _long({"full": np.zeros((3, 5)), "other": np.ones((2, 5))})
+    with pytest.raises(SGNError, match="variant 'other' was scored on other seeds or mixtures"):
+        study_intervals(scores)
