@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pytest
 import yaml
 
 from sgn.book import BUILD_RECORD, build_book, table_of_contents
@@ -64,6 +65,10 @@ def test_smoke_pipeline_results(smoke_book):
     assert shapes["stage"].iloc[0] == "input" and "output: mask_logits" in set(shapes["stage"])
     comparison = pd.read_csv(results_dir / "11_paper" / "paper_comparison.csv")
     assert comparison["gain (dB)"].notna().all()
+    # the paper chapter's gain is the headline list's paired difference, not a pool of every list
+    pairs = pd.read_csv(results_dir / "03_evaluate" / "paired_differences.csv")
+    headline_gain = pairs[(pairs["list"] == "test_seen_2src") & (pairs["difference"] == "sgn - unet")]["mean"]
+    assert comparison["gain (dB)"].iloc[1] == pytest.approx(headline_gain.iloc[0])
 
 
 def test_listening_room_stores_widget_state(smoke_book):
