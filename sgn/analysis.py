@@ -104,15 +104,20 @@ def assignment_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, 
 
 
 def source_agreement(assignment: torch.Tensor, source_energy: torch.Tensor, class_ids: torch.Tensor,
-                     layout: TokenLayout, energy: torch.Tensor) -> torch.Tensor:
-    """``[B, Nmax]``: per source, the energy-weighted share of the patches it dominates that the
-    assignment gives to its class (a recall; NaN for padding and for a source that dominates no patch)."""
+                     layout: TokenLayout, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per source, how much of what it dominates the assignment gives to its class.
+
+    Returns:
+        ``(agreement [B, Nmax], dominated [B, Nmax])``: the energy-weighted share of the patches a
+        source dominates that the assignment gives to its class (a recall; NaN for padding and for a
+        source that dominates no patch), and those patches' share of the mixture energy.
+    """
     oracle = dominant_slot(source_energy, class_ids)  # [B, Pf, Pt]
     agree = (assigned_slot(assignment, class_ids, layout) == oracle).float() * energy
     owned = F.one_hot(oracle, class_ids.shape[1]).permute(0, 3, 1, 2).float()  # [B, Nmax, Pf, Pt]
     hits = (owned * agree[:, None]).sum(dim=(-2, -1))
-    total = (owned * energy[:, None]).sum(dim=(-2, -1))
-    return (hits / total).masked_fill((class_ids < 0) | (total == 0), float("nan"))
+    dominated = (owned * energy[:, None]).sum(dim=(-2, -1))
+    return (hits / dominated).masked_fill((class_ids < 0) | (dominated == 0), float("nan")), dominated
 
 
 @torch.no_grad()
@@ -155,15 +160,12 @@ def grouping_statistics(model: MaskSeparator, dataset: FixedMixtureDataset, batc
 
 
 def grouping_by_source(model: MaskSeparator, dataset: FixedMixtureDataset, batch_size: int = 16) -> pd.DataFrame:
-    """Per source: :func:`source_agreement` (``agreement``) and the share of the mixture's energy in
-    the patches it dominates (``dominated``). Columns ``mixture_id, n_sources, source, class, agreement,
-    dominated``; a source that dominates no patch has NaN agreement."""
+    """Per source, :func:`source_agreement`'s ``agreement`` and ``dominated``. Columns ``mixture_id,
+    n_sources, source, class, agreement, dominated``; a source that dominates no patch has NaN agreement."""
     rows = []
     for batch, out, energy, source_energy in _grouping_batches(model, dataset, batch_size):
         ids = batch["class_ids"]
-        agreement = source_agreement(out.assignment, source_energy, ids, model.layout, energy)  # [B, Nmax]
-        owned = F.one_hot(dominant_slot(source_energy, ids), ids.shape[1]).permute(0, 3, 1, 2).float()
-        dominated = (owned * energy[:, None]).sum(dim=(-2, -1))  # [B, Nmax]
+        agreement, dominated = source_agreement(out.assignment, source_energy, ids, model.layout, energy)
         for i, j in (ids >= 0).nonzero().tolist():
             rows.append({"mixture_id": int(batch["mixture_id"][i]), "n_sources": int(batch["n_sources"][i]),
                          "source": j, "class": model.classes[int(ids[i, j])],

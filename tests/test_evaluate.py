@@ -273,5 +273,7 @@ def test_source_agreement_is_each_source_s_recall():
     assignment[0, 2, 0] = 1.0  # c's token takes the top row
     assignment[0, 2, 1, 0] = 1.0  # and the bottom-left patch, which is a's
     assignment[0, 0, 1, 1] = 1.0
-    recall = source_agreement(assignment, source_energy, class_ids, layout, energy)[0].tolist()
+    recall, dominated = source_agreement(assignment, source_energy, class_ids, layout, energy)
+    recall = recall[0].tolist()
     assert recall[:2] == pytest.approx([1.0, 0.4 / 0.7]) and math.isnan(recall[2])
+    assert dominated[0].tolist() == pytest.approx([0.3, 0.7, 0.0])
