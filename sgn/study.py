@@ -243,6 +243,12 @@ def study_intervals(results: pd.DataFrame, metric: str = "sdr", reference: str =
     return pd.DataFrame(rows, columns=["variant", *by, *INTERVAL_COLUMNS])
 
 
+def difference_text(row: Mapping[str, Any], unit: str = "dB", digits: int = 2) -> str:
+    """A :func:`study_intervals` row's difference as ``+0.30 dB [-0.42, +0.84]``."""
+    unit = f" {unit}" if unit else ""
+    return f"{row['diff']:+.{digits}f}{unit} [{row['diff_low']:+.{digits}f}, {row['diff_high']:+.{digits}f}]"
+
+
 def _crossed_bootstrap(matrix: np.ndarray, seed_draws: np.ndarray, mixture_draws: np.ndarray, ci: float,
                        ) -> tuple[float, float, float]:
     """Mean of ``matrix [seeds, mixtures]`` and the percentile interval of replicates that resample both axes."""

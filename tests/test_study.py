@@ -139,3 +139,11 @@ def test_study_intervals_refuse_variants_scored_on_other_seeds():
     scores = _long({"full": np.zeros((3, 5)), "other": np.ones((2, 5))})
     with pytest.raises(SGNError, match="variant 'other' was scored on other seeds or mixtures"):
         study_intervals(scores)
+
+
+def test_difference_text_formats_a_row():
+    from sgn.study import difference_text
+
+    row = {"diff": 0.297, "diff_low": -0.418, "diff_high": 0.844}
+    assert difference_text(row) == "+0.30 dB [-0.42, +0.84]"
+    assert difference_text(row, unit="", digits=3) == "+0.297 [-0.418, +0.844]"
