@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
 
-from sgn.report import executed_notebooks  # noqa: E402
+from sgn.lab.report import executed_notebooks  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -68,7 +68,7 @@ def fresh_model(assets: Path, config_name: str) -> None:
 
     from sgn.checkpoint import build_model, save_checkpoint
     from sgn.config import load_config
-    from sgn.export import export_checkpoint
+    from sgn.lab.export import export_checkpoint
 
     classes = json.loads((assets / "model.json").read_text())["classes"]
     torch.manual_seed(0)

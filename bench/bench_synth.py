@@ -4,7 +4,7 @@ Usage::
 
     python bench/bench_synth.py              # the default set
     python bench/bench_synth.py --small      # also a 5-clips-per-class set, 2 s clips
-    python bench/bench_synth.py --describe   # plus a per-class table from sgn.synth.describe_clip
+    python bench/bench_synth.py --describe   # plus a per-class table from sgn.synthmusic.describe_clip
 
 Prints markdown tables; renders into a temporary folder that is deleted afterwards.
 "CPU (s)" counts this process and its workers: on a shared machine it is the stable number.
@@ -23,7 +23,7 @@ import pandas as pd
 from common import markdown
 
 from sgn.data import read_index
-from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS, describe_banks, render_synth_music, timbre_distances
+from sgn.synthmusic import DEFAULT_CLIPS_PER_CLASS, DEFAULT_SECONDS, describe_banks, render_synth_music, timbre_distances
 
 _NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
@@ -95,9 +95,9 @@ def main() -> None:
         print(markdown(pd.DataFrame(rows)))
         if args.describe:
             table, distances = describe_set(default)
-            print("\nMeasured per class and bank on the default set (sgn.synth.describe_banks)\n")
+            print("\nMeasured per class and bank on the default set (sgn.synthmusic.describe_banks)\n")
             print(markdown(table))
-            print("\nTimbre distance (sgn.synth.timbre_distances): across a class's banks vs to other classes\n")
+            print("\nTimbre distance (sgn.synthmusic.timbre_distances): across a class's banks vs to other classes\n")
             print(markdown(distances))
 
 

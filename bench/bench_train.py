@@ -76,7 +76,7 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
         with counter if (counter is not None and step == 0) else nullcontext():
             with autocast():
                 out = model(batch["mix_mag"])
-            losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss, model.patch)
+            losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
             loss = total_loss(losses, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -114,7 +114,7 @@ record() {
 # The imports of every stage, and pretty_midi's SoundFont (sgn itself comes from this tree, on PYTHONPATH).
 deps_present() {
   "$PY" -c "import sgn.cli, sgn.train, sgn.evaluate, tinysoundfont, pytest
-from sgn.synth import default_soundfont_path; default_soundfont_path()" 2>/dev/null
+from sgn.synthmusic import default_soundfont_path; default_soundfont_path()" 2>/dev/null
 }
 
 # pip without an index: the device has no internet; without build isolation, so that the
@@ -146,7 +146,7 @@ run_stages() {
   mapfile -t cuda_files < <(grep -l "cuda.is_available" tests/test_*.py)
   stage cuda_tests "$PY" -m pytest -q -k cuda -p no:cacheprovider --junitxml "$OUT/cuda_tests.xml" \
     "${cuda_files[@]}" || true
-  soundfont=$("$PY" -c "from sgn.synth import default_soundfont_path as p; print(p())" 2>/dev/null || true)
+  soundfont=$("$PY" -c "from sgn.synthmusic import default_soundfont_path as p; print(p())" 2>/dev/null || true)
   stage data "$PY" -m sgn data synth --out "$WORK/synth" --soundfont "$soundfont" --held-out-bank none \
     --ensembles 0 --jobs "$JOBS" "${SYNTH[@]}" || true
   if [[ -f $index ]]; then

@@ -234,7 +234,7 @@ def trace_shapes(model: nn.Module, mix_mag: torch.Tensor) -> pd.DataFrame:
             handle.remove()
     for field in dataclasses.fields(out):
         value = getattr(out, field.name)
-        if value is not None:
+        if isinstance(value, torch.Tensor):  # the patch is a size, not an output
             rows.append({"stage": f"output: {field.name}", "role": "model output", "shape": list(value.shape)})
     return pd.DataFrame(rows)
 

@@ -8,6 +8,7 @@ optimizer state, the step and the RNG state.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,12 @@ from torch import nn
 
 from sgn import __version__
 from sgn.config import TrainConfig, from_dict, to_dict
-from sgn.model import SGN
-from sgn.unet import LabelConditionedUNet
 from sgn.utils import SGNError, atomic_path, check_class_names, shorten
 
 CHECKPOINT_FORMAT = "sgn-checkpoint/1"
-ARCHITECTURES: dict[str, type[nn.Module]] = {"sgn": SGN, "unet": LabelConditionedUNet}
+# Each architecture as "module:class", imported when built: a run's fingerprint covers its
+# own architecture's code (sgn.runs), so editing SGN does not retrain the U-Net.
+ARCHITECTURES: dict[str, str] = {"sgn": "sgn.model:SGN", "unet": "sgn.unet:LabelConditionedUNet"}
 # What every checkpoint holds, and the type of each; resumable ones add RESUME_KEYS.
 REQUIRED_KEYS: dict[str, type] = {"config": dict, "classes": list, "model": dict}
 RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -31,13 +32,24 @@ RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
 MAX_CLASSES = 1024  # far above any data set here; bounds the work of checking a hostile list
 
 
+def architecture_module(arch: str) -> str:
+    """The module that defines architecture ``arch``."""
+    if arch not in ARCHITECTURES:
+        raise SGNError(f"config: model.arch is {shorten(arch)}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch].partition(":")[0]
+
+
+def architecture(arch: str) -> type[nn.Module]:
+    """The separator class of architecture ``arch`` (imported on first use)."""
+    module = importlib.import_module(architecture_module(arch))
+    return getattr(module, ARCHITECTURES[arch].partition(":")[2])
+
+
 def build_model(config: TrainConfig, classes: list[str]) -> nn.Module:
     """The separator that ``config.model.arch`` names, for ``classes``."""
-    arch = config.model.arch
-    if arch not in ARCHITECTURES:
-        raise SGNError(f"config: model.arch is {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    cls = architecture(config.model.arch)
     try:
-        return ARCHITECTURES[arch](config.model, classes)
+        return cls(config.model, classes)
     except ValueError as err:
         raise SGNError(f"config: {err}") from None
 

@@ -50,7 +50,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> None:
-    from sgn.synth import render_synth_music
+    from sgn.synthmusic import render_synth_music
 
     check_output(args.out, kind="dir")
     render_synth_music(
@@ -87,8 +87,8 @@ def _cmd_data_mixtures(args: argparse.Namespace) -> None:
 
 def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     from sgn.data import MIXTURE_MODES, SPLITS
-    from sgn.soundfonts import BANKS, DEFAULT_HELD_OUT
-    from sgn.synth import DEFAULT_CLIPS_PER_CLASS, DEFAULT_ENSEMBLES, DEFAULT_SECONDS
+    from sgn.synthmusic.banks import BANKS, DEFAULT_HELD_OUT
+    from sgn.synthmusic import DEFAULT_CLIPS_PER_CLASS, DEFAULT_ENSEMBLES, DEFAULT_SECONDS
 
     data = sub.add_parser("data", help="make, download and prepare data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -207,7 +207,7 @@ def _cmd_separate(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from sgn.export import export_checkpoint
+    from sgn.lab.export import export_checkpoint
 
     check_output(args.out, kind="dir", inputs=[args.checkpoint])
     export_checkpoint(args.checkpoint, args.out)
@@ -256,7 +256,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> None:
-    from sgn.notebooks import load_profile, pipeline_summary, read_chapters, resolve_profile, run_pipeline
+    from sgn.lab.notebooks import load_profile, pipeline_summary, read_chapters, resolve_profile, run_pipeline
 
     # papermill logs two INFO lines per notebook; the progress bars say the same
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -270,7 +270,7 @@ def _cmd_notebooks(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from sgn.sweep import run_sweep
+    from sgn.lab.sweep import run_sweep
 
     # papermill logs two INFO lines per notebook; across a grid they drown the progress bar
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -285,14 +285,14 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def _cmd_book(args: argparse.Namespace) -> None:
-    from sgn.book import build_book
+    from sgn.lab.book import build_book
 
     build_book(args.profile, root=args.root, force=args.force)
 
 
 def _add_notebook_commands(sub: argparse._SubParsersAction) -> None:
-    from sgn.notebooks import DEFAULT_KERNEL
-    from sgn.sweep import EXECUTORS
+    from sgn.lab.notebooks import DEFAULT_KERNEL
+    from sgn.lab.sweep import EXECUTORS
 
     notebooks = sub.add_parser("notebooks", help="execute the notebooks in order with a profile's parameters (cached)")
     notebooks.add_argument("--profile", help="profile name (notebooks/profiles/NAME.yaml) or YAML path; "

@@ -52,7 +52,12 @@ class SeparatorOutput:
     presence_logits: torch.Tensor | None = None  # [B, C], is class c in the mixture?
     token_logits: torch.Tensor | None = None  # [B, S, S_targets], the token-classification head
     assignment: torch.Tensor | None = None  # [B, S, Pf, Pt], soft assignment of patches to tokens
+    patch: tuple[int, int] | None = None  # (bins, frames) of the mask axis one assignment cell covers
     class_rep: torch.Tensor | None = None  # [B, C, D], per-class representations
+
+    def __post_init__(self):
+        if self.assignment is not None and self.patch is None:
+            raise ValueError("SeparatorOutput: an assignment needs the patch it is on")
 
 
 # DistributedDataParallel finds the output tensors it must hook (static_graph's gradient

@@ -17,8 +17,7 @@ from sgn.utils import SGNError
 LOSS_TERMS = ("mask_loss", "ce_loss", "bce_loss", "assign_loss")
 
 
-def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, config: LossConfig,
-                    patch: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, config: LossConfig) -> dict[str, torch.Tensor]:
     """Mask loss on the masks' axis (Sound-of-Pixels), plus token CE and presence BCE for SGN.
 
     ``batch`` holds ``class_ids [B, Nmax]`` and the magnitudes ``mix_mag [B, Fw, T]`` and
@@ -28,8 +27,8 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
     * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
     * CE: each grouped token of a class present in the mixture classifies as its own token target.
     * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture.
-    * assignment (ours, only with ``config.assign_weight``): see :func:`assignment_loss`;
-      ``patch`` is the model's token patch ``(patch_freq, patch_time)``.
+    * assignment (ours, weighted by ``config.assign_weight``): see :func:`assignment_loss`, on
+      the output's ``assignment`` and the ``patch`` it is on (zero for models without one).
     """
     ids = batch["class_ids"]  # [B, Nmax]
     valid = (ids >= 0).float()  # [B, Nmax]
@@ -61,8 +60,8 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
         losses["ce_loss"] = (ce * token_present.flatten()).sum() / token_present.sum().clamp_min(1)
     else:
         losses["ce_loss"] = zero
-    use_assignment = config.assign_weight > 0 and out.assignment is not None and patch is not None
-    losses["assign_loss"] = assignment_loss(out.assignment, batch, layout, patch) if use_assignment else zero
+    losses["assign_loss"] = (assignment_loss(out.assignment, batch, layout, out.patch)
+                             if out.assignment is not None else zero)
     return losses
 
 

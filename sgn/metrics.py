@@ -770,32 +770,29 @@ def summarize(
     rows = []
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
-        rng = np.random.default_rng(seed)
-        if unit is None:
-            codes = np.arange(len(group))
-        else:
-            codes = pd.factorize(group[unit], use_na_sentinel=False)[0]  # [rows] unit ids
-        n_units = int(codes.max()) + 1
-        counts = np.bincount(codes, minlength=n_units)  # rows per unit
-        draws = rng.integers(0, n_units, size=(n_boot, n_units))  # [n_boot, units]
-        boot_rows = counts[draws].sum(axis=1)  # [n_boot]
-        for metric in metrics:
-            values = group[metric].to_numpy(dtype=np.float64)
-            sums = np.bincount(codes, weights=values, minlength=n_units)  # per unit
-            boot = sums[draws].sum(axis=1) / boot_rows  # [n_boot] replicate means
-            with np.errstate(invalid="ignore"):  # inf - inf inside percentile for exact (inf dB) scores
-                low, high = np.percentile(boot, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
-            rows.append({
-                **dict(zip(by, key)),
-                "metric": metric,
-                "n": len(values),
-                "n_units": n_units,
-                "mean": float(np.mean(values)),
-                "median": float(np.median(values)),
-                "ci_low": float(low),
-                "ci_high": float(high),
-            })
+        rows += [{**dict(zip(by, key)), **row} for row in _bootstrap_group(group, metrics, n_boot, ci, unit, seed)]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _bootstrap_group(group: pd.DataFrame, metrics: Sequence[str], n_boot: int, ci: float, unit: str | None,
+                     seed: int) -> list[dict]:
+    """:func:`summarize`'s row of each metric for one group (a fresh generator, the same draws for every metric)."""
+    rng = np.random.default_rng(seed)
+    codes = np.arange(len(group)) if unit is None else pd.factorize(group[unit], use_na_sentinel=False)[0]  # [rows]
+    n_units = int(codes.max()) + 1
+    counts = np.bincount(codes, minlength=n_units)  # rows per unit
+    draws = rng.integers(0, n_units, size=(n_boot, n_units))  # [n_boot, units]
+    boot_rows = counts[draws].sum(axis=1)  # [n_boot]
+    rows = []
+    for metric in metrics:
+        values = group[metric].to_numpy(dtype=np.float64)
+        sums = np.bincount(codes, weights=values, minlength=n_units)  # per unit
+        boot = sums[draws].sum(axis=1) / boot_rows  # [n_boot] replicate means
+        with np.errstate(invalid="ignore"):  # inf - inf inside percentile for exact (inf dB) scores
+            low, high = np.percentile(boot, [50.0 * (1.0 - ci), 50.0 * (1.0 + ci)])
+        rows.append({"metric": metric, "n": len(values), "n_units": n_units, "mean": float(np.mean(values)),
+                     "median": float(np.median(values)), "ci_low": float(low), "ci_high": float(high)})
+    return rows
 
 
 # A batched metric: (sources [M, N, L], estimates [M, N, L], ...) -> {name: [M, N]}.

@@ -244,5 +244,6 @@ class SGN(MaskSeparator):
             presence_logits=self.presence_head(class_rep).squeeze(-1),  # [B, C]
             token_logits=self.token_head(grouped) if cfg.class_tokens else None,  # [B, S, S_targets]
             assignment=assignment,
+            patch=self.patch,
             class_rep=class_rep,
         )

@@ -5,7 +5,7 @@ written the same way: into a staging folder that appears whole or not at all
 (:func:`sgn.utils.staged_dir`), with ``prepare.json`` recording the settings that define
 it (a renderer or format version among them), the package version and the time. A later
 run with the same settings reuses the folder; with other settings it is refused, naming
-the settings that differ. :func:`sgn.runs.data_identity` reads the same record.
+the settings that differ. :func:`sgn.provenance.data_identity` reads the same record.
 """
 
 from __future__ import annotations
@@ -15,31 +15,18 @@ import json
 from pathlib import Path
 
 from sgn import __version__
+from sgn.provenance import RECORD, code_hashes, read_provenance
 from sgn.utils import SGNError, atomic_write_text, shorten
 
-RECORD = "prepare.json"
-
-
-def read_provenance(folder: Path) -> dict | None:
-    """The ``prepare.json`` of a prepared folder, or ``None`` if there is none."""
-    path = Path(folder) / RECORD
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        record = None
-    if not isinstance(record, dict):
-        raise SGNError(f"{path}: not a valid preparation record; remove the folder and prepare it again")
-    return record
-
-
-def write_provenance(folder: Path, dataset: str, settings: dict, **fields) -> Path:
-    """Write ``folder/prepare.json`` atomically: settings, package version, time, ``fields``."""
+def write_provenance(folder: Path, dataset: str, settings: dict, *, made_by: str, **fields) -> Path:
+    """Write ``folder/prepare.json`` atomically: settings, package version, the code that
+    wrote the set (``made_by``, a module, and what it imports: :func:`sgn.provenance.code_hashes`),
+    the time, and ``fields``."""
     record = {
         "dataset": dataset,
         "settings": settings,
         "sgn_version": __version__,
+        "code": code_hashes([made_by]),
         "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **fields,
     }

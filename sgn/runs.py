@@ -2,9 +2,9 @@
 
 A run folder holds ``config.yaml``, ``fingerprint.json``, ``metrics.csv``, ``last.pt``
 and ``best.pt`` (see :mod:`sgn.train`). The fingerprint records a sha256 of every
-source file that determines the weights (the architecture's module, the shared
-interface, the loss, the training loop, data, audio and metrics code) and the data
-set's identity (its ``index.csv`` and preparation record). A run is continued only
+source file that determines the weights (the training loop, the architecture's module
+and every module they import: :func:`sgn.provenance.code_hashes`) and the data set's
+identity (its ``index.csv`` and preparation record). A run is continued only
 under the same fingerprint: when it differs, :func:`open_run` either refuses in one
 line naming what changed (``stale="refuse"``, ``sgn train --resume``) or starts the run
 over (``stale="retrain"``, the notebooks' cache), so weights from older code are never
@@ -13,68 +13,38 @@ reused silently.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sgn.checkpoint import architecture_module
 from sgn.config import TrainConfig, load_config, save_config, to_dict
-from sgn.prepared import RECORD, read_provenance
+from sgn.provenance import changed_files, code_hashes, data_identity, digest
 from sgn.utils import SGNError, atomic_write_text, shorten
 
 log = logging.getLogger(__name__)
 
-# The modules every architecture's weights depend on, besides its own module.
-SHARED_MODULES = ("sgn.interface", "sgn.loss", "sgn.train", "sgn.data", "sgn.audio", "sgn.metrics")
-# Keys of a preparation record that change on every write, left out of its identity.
-VOLATILE_KEYS = ("written",)
+# The training loop; with the architecture's module, the roots of a run's code.
+TRAINING_MODULE = "sgn.train"
 STALE_POLICIES = ("refuse", "retrain")
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def code_files(arch: str) -> dict[str, str]:
-    """``{module file: sha256}`` of the code that determines an ``arch`` model's weights."""
-    import importlib
-
-    from sgn.checkpoint import ARCHITECTURES
-
-    modules = [importlib.import_module(name) for name in SHARED_MODULES]
-    modules.append(inspect.getmodule(ARCHITECTURES[arch]))
-    root = Path(importlib.import_module("sgn").__file__).resolve().parent.parent
-    files = sorted(Path(inspect.getsourcefile(module)).resolve() for module in modules)
-    return {file.relative_to(root).as_posix(): _file_sha(file) for file in files}
-
-
-def data_identity(index_path: str | Path) -> dict[str, str]:
-    """``{file: sha256}`` of a data set's ``index.csv`` and its preparation record (``prepare.json``)."""
-    index_path = Path(index_path)
-    identity = {"index.csv": _file_sha(index_path)}
-    record = read_provenance(index_path.parent)
-    if record is not None:
-        stable = {k: v for k, v in record.items() if k not in VOLATILE_KEYS}
-        identity[RECORD] = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
-    return identity
+    """``{module file: sha256}`` of the code that determines an ``arch`` model's weights:
+    the training loop, the architecture's module, and everything they import."""
+    return code_hashes([TRAINING_MODULE, architecture_module(arch)])
 
 
 def run_fingerprint(config: TrainConfig) -> dict:
     """What a run's weights depend on besides its config: ``{"code": {...}, "data": {...}, "sha256": ...}``."""
     parts = {"code": code_files(config.model.arch), "data": data_identity(config.data.index)}
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-    return {**parts, "sha256": digest}
+    return {**parts, "sha256": digest(parts)}
 
 
 def fingerprint_changes(old: dict, new: dict) -> list[str]:
     """The code files and data records whose hashes differ between two fingerprints."""
-    changed = []
-    for part in ("code", "data"):
-        before, after = old.get(part, {}), new.get(part, {})
-        changed += [name for name in sorted(set(before) | set(after)) if before.get(name) != after.get(name)]
-    return changed
+    return changed_files(old, new)
 
 
 @dataclass

@@ -221,8 +221,7 @@ def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainC
         group["lr"] = lr
     with autocast():
         out = forward(batch["mix_mag"])
-    terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss,
-                            state.model.patch)
+    terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss)
     loss = total_loss(terms, config.loss)
     if not torch.isfinite(loss):
         raise SGNError(f"training diverged at step {state.step} (loss {loss.item()}); lower optim.lr")

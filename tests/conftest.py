@@ -13,7 +13,7 @@ TINY_CLASSES = ["cello", "flute", "trumpet", "xylophone"]
 def tiny_synth(tmp_path_factory) -> Path:
     """A 4-class SynthMUSIC set: 4 solo clips per class of 1.5 s at 11025 Hz on the three banks (one
     each for train, val, test_seen and test_unseen), and 2 ensemble pieces per test split; returns index.csv."""
-    from sgn.synth import render_synth_music
+    from sgn.synthmusic import render_synth_music
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
     render_synth_music(out, clips_per_class=4, seconds=1.5, classes=TINY_CLASSES, seed=7, ensembles=2, jobs=1,
@@ -53,7 +53,7 @@ def smoke_book(tmp_path_factory) -> Path:
     """
     import shutil
 
-    from sgn.book import build_book
+    from sgn.lab.book import build_book
 
     root = tmp_path_factory.mktemp("book_root")
     for folder in ("notebooks", "sweeps", "book"):

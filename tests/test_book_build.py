@@ -1,4 +1,4 @@
-"""sgn.book without the real notebooks: widget JavaScript from (a fake) npm, caching, and failures.
+"""sgn.lab.book without the real notebooks: widget JavaScript from (a fake) npm, caching, and failures.
 
 A one-notebook book in a temporary root builds in seconds; ``npm`` is replaced by a
 script that packs tarballs the test makes, so nothing leaves the machine.
@@ -18,9 +18,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-import sgn.book
-from sgn.book import BUILD_RECORD, build_book, fetch_npm_files
-from sgn.notebooks import NotebookError
+import sgn.lab.book
+from sgn.lab.book import BUILD_RECORD, build_book, fetch_npm_files
+from sgn.lab.notebooks import NotebookError
 from sgn.utils import SGNError
 
 FAKE_FILES = {"embed-amd.js": b"define('fake-embed', [], function () { return {}; });\n",
@@ -57,7 +57,7 @@ esac
 """)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(sgn.book, "NPM_FILES", {
+    monkeypatch.setattr(sgn.lab.book, "NPM_FILES", {
         "@jupyter-widgets/html-manager@1.0.6": {"dist/embed-amd.js": hashlib.sha256(FAKE_FILES["embed-amd.js"]).hexdigest()},
         "requirejs@2.3.4": {"require.js": hashlib.sha256(FAKE_FILES["require.js"]).hexdigest()},
     })
@@ -74,14 +74,14 @@ def test_fetch_npm_files_keeps_scripts_and_fonts_only(fake_npm, tmp_path):
 
 
 def test_fetch_npm_files_refuses_a_changed_file(fake_npm, tmp_path, monkeypatch):
-    monkeypatch.setitem(sgn.book.NPM_FILES, "requirejs@2.3.4", {"require.js": "0" * 64})
+    monkeypatch.setitem(sgn.lab.book.NPM_FILES, "requirejs@2.3.4", {"require.js": "0" * 64})
     with pytest.raises(SGNError, match=r"requirejs@2.3.4 require.js: sha256 [0-9a-f]{64}, expected 0{64}"):
         fetch_npm_files(tmp_path / "widgets")
     assert not (tmp_path / "widgets").exists()  # nothing half-written
 
 
 def test_fetch_npm_files_reports_npm_failure_and_absence(fake_npm, tmp_path, monkeypatch):
-    monkeypatch.setattr(sgn.book, "NPM_FILES", {"left-pad@9.9.9": {"index.js": "0" * 64}})
+    monkeypatch.setattr(sgn.lab.book, "NPM_FILES", {"left-pad@9.9.9": {"index.js": "0" * 64}})
     with pytest.raises(SGNError, match="npm pack left-pad@9.9.9 failed: npm ERR! 404"):
         fetch_npm_files(tmp_path / "widgets")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -160,12 +160,12 @@ def test_launch_buttons_only_with_a_repository(tmp_path, monkeypatch):
     config = tmp_path / "_config.yml"
     original = "title: tiny\nsphinx:\n  config:\n    html_theme_options: {search_bar_text: Search}\n"
     config.write_text(original)
-    monkeypatch.delenv(sgn.book.REPOSITORY_ENV, raising=False)
-    sgn.book._add_launch_buttons(config)
+    monkeypatch.delenv(sgn.lab.book.REPOSITORY_ENV, raising=False)
+    sgn.lab.book._add_launch_buttons(config)
     assert config.read_text() == original
-    monkeypatch.setenv(sgn.book.REPOSITORY_ENV, "https://github.com/someone/sgn/")
-    monkeypatch.setenv(sgn.book.BRANCH_ENV, "pages")
-    sgn.book._add_launch_buttons(config)
+    monkeypatch.setenv(sgn.lab.book.REPOSITORY_ENV, "https://github.com/someone/sgn/")
+    monkeypatch.setenv(sgn.lab.book.BRANCH_ENV, "pages")
+    sgn.lab.book._add_launch_buttons(config)
     theme = yaml.safe_load(config.read_text())["sphinx"]["config"]["html_theme_options"]
     assert theme["search_bar_text"] == "Search" and theme["use_repository_button"] is True
     assert (theme["repository_url"], theme["repository_branch"], theme["path_to_docs"]) == (
@@ -175,11 +175,11 @@ def test_launch_buttons_only_with_a_repository(tmp_path, monkeypatch):
 
 def test_chapter_files_for_the_pages_are_staged(tmp_path):
     results, source = tmp_path / "results", tmp_path / "src"
-    (results / "06_listen" / sgn.book.CHAPTER_STATIC / "clips").mkdir(parents=True)
-    (results / "06_listen" / sgn.book.CHAPTER_STATIC / "clips" / "a.ogg").write_bytes(b"ogg")
+    (results / "06_listen" / sgn.lab.book.CHAPTER_STATIC / "clips").mkdir(parents=True)
+    (results / "06_listen" / sgn.lab.book.CHAPTER_STATIC / "clips" / "a.ogg").write_bytes(b"ogg")
     (results / "01_data").mkdir(parents=True)
     source.mkdir()
-    sgn.book._stage_chapter_static(results, ["01_data", "06_listen"], source)
-    staged = source / sgn.book.STAGED_CHAPTER_STATIC
+    sgn.lab.book._stage_chapter_static(results, ["01_data", "06_listen"], source)
+    staged = source / sgn.lab.book.STAGED_CHAPTER_STATIC
     assert [p.relative_to(staged).as_posix() for p in sorted(staged.rglob("*"))] == [
         "06_listen", "06_listen/clips", "06_listen/clips/a.ogg"]

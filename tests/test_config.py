@@ -178,7 +178,7 @@ def test_pure_python_yaml_loader_is_bounded_too(tmp_path, monkeypatch, content, 
 
 @pytest.mark.parametrize("content", [BILLION_LAUGHS, "grid: &g {x: *g}\n", "a: " + "[" * 100 + "]" * 100])
 def test_sweep_grids_refuse_alias_bombs(tmp_path, content):
-    from sgn.sweep import load_grid
+    from sgn.lab.sweep import load_grid
 
     (tmp_path / "grid.yaml").write_text(content)
     with pytest.raises(SGNError) as info:

@@ -1,4 +1,4 @@
-"""ONNX export (sgn.export, `sgn export`): the graph onnxruntime runs gives PyTorch's masks and waveforms."""
+"""ONNX export (sgn.lab.export, `sgn export`): the graph onnxruntime runs gives PyTorch's masks and waveforms."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import TINY_CLASSES
 from sgn.checkpoint import ARCHITECTURES, build_model, save_checkpoint
 from sgn.cli import main
 from sgn.config import CHOICES, apply_overrides, load_config
-from sgn.export import EXPORTABLE, META_FILE, MODEL_FILE, OPSET, export_checkpoint
+from sgn.lab.export import EXPORTABLE, META_FILE, MODEL_FILE, OPSET, export_checkpoint
 from sgn.unet import LabelConditionedUNet
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime missing; pip install -e '.[export]'")
@@ -89,7 +89,7 @@ class _Unexportable(LabelConditionedUNet):
 
 
 def test_an_architecture_it_cannot_export_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(ARCHITECTURES, "other", _Unexportable)
+    monkeypatch.setitem(ARCHITECTURES, "other", f"{__name__}:_Unexportable")
     monkeypatch.setitem(CHOICES, "model.arch", (*CHOICES["model.arch"], "other"))
     checkpoint, _ = _checkpoint(tmp_path, "other")
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "web")]) == 2

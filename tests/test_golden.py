@@ -47,7 +47,8 @@ def _outputs(name: str, weights: dict | None) -> dict[str, np.ndarray]:
         losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
         estimates = model.estimate(mixture, class_ids)
     return {"masks": torch.sigmoid(out.mask_logits).numpy(), "estimates": estimates.numpy(),
-            "losses": np.array([float(losses[k]) for k in ("mask_loss", "ce_loss", "bce_loss")])}
+            "losses": np.array([float(losses[k]) for k in ("mask_loss", "ce_loss", "bce_loss")]),
+            "assign_loss": np.array(float(losses["assign_loss"]))}
 
 
 def _regenerate() -> None:
@@ -77,3 +78,17 @@ def test_outputs_match_the_golden_file(name):
     np.testing.assert_allclose(got["masks"], stored[f"{name}/masks"], atol=2e-5)
     np.testing.assert_allclose(got["estimates"], stored[f"{name}/estimates"], atol=2e-5)
     np.testing.assert_allclose(got["losses"], stored[f"{name}/losses"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got["assign_loss"], stored[f"{name}/assign_loss"], rtol=1e-4, atol=1e-6)
+
+
+def test_the_golden_file_covers_every_term_the_profiles_train_with():
+    """A term a profile weighs that the golden outputs never computed could change unseen."""
+    from sgn.loss import LOSS_TERMS
+
+    stored = np.load(GOLDEN)
+    for profile in ("smoke", "cpu", "gpu"):
+        loss = load_config(profile).loss
+        weighted = {"mask_loss"} | {term for term, weight in (("ce_loss", loss.ce_weight), ("bce_loss", loss.bce_weight),
+                                                               ("assign_loss", loss.assign_weight)) if weight > 0}
+        assert weighted <= set(LOSS_TERMS)
+        assert "assign_loss" not in weighted or float(stored["sgn/assign_loss"]) > 0, profile

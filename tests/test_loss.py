@@ -6,7 +6,7 @@ import torch
 
 from sgn.config import LossConfig
 from sgn.interface import SeparatorOutput, TokenLayout
-from sgn.loss import separation_loss
+from sgn.loss import separation_loss, total_loss
 
 CLASSES = ["a", "b", "c", "d"]
 BIG = 30.0  # a logit this large is a probability of 1 - 1e-13
@@ -116,8 +116,8 @@ def test_assignment_loss_rewards_the_dominant_source_class():
     config = LossConfig(assign_weight=1.0)
 
     def loss_of(assignment):
-        out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=assignment)
-        return float(separation_loss(out, batch, layout, config, patch)["assign_loss"])
+        out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=assignment, patch=patch)
+        return float(separation_loss(out, batch, layout, config)["assign_loss"])
 
     assert loss_of(_assignment([2, 0])) < 1e-6
     assert loss_of(_assignment([0, 2])) > 15  # -log(1e-8): each patch's mass on the wrong class
@@ -126,9 +126,16 @@ def test_assignment_loss_rewards_the_dominant_source_class():
     # energy weighting: a wrong row costs its share of the mixture energy; row 1 (2.1^2 + 5.1^2 per
     # frame) is louder than row 0 (4.1^2 + 3^2), so getting it wrong costs more
     assert loss_of(_assignment([2, 2])) > loss_of(_assignment([0, 0]))
-    # off by default (the paper as inferred): the term is zero, whatever the assignment
-    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=_assignment([0, 2]))
-    assert separation_loss(out, batch, layout, LossConfig(), patch)["assign_loss"] == 0
+    # weight 0 (the paper as inferred): the term is reported but not optimised
+    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=_assignment([0, 2]), patch=patch)
+    losses = separation_loss(out, batch, layout, LossConfig(assign_weight=0.0))
+    assert losses["assign_loss"] > 15
+    assert total_loss(losses, LossConfig(assign_weight=0.0)) == total_loss({**losses, "assign_loss": 0}, config)
+
+
+def test_an_assignment_without_its_patch_is_refused():
+    with pytest.raises(ValueError, match="patch"):
+        SeparatorOutput(mask_logits=_perfect_masks(), assignment=_assignment([0, 2]))
 
 
 def test_assignment_loss_sums_a_class_s_tokens():
@@ -136,8 +143,8 @@ def test_assignment_loss_sums_a_class_s_tokens():
     split = torch.zeros(1, 8, 2, 3)
     split[0, 4:6, 0] = 0.5  # class c's two tokens share row 0
     split[0, 0:2, 1] = 0.5  # class a's two tokens share row 1
-    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=split)
-    assert separation_loss(out, _batch(), layout, LossConfig(assign_weight=1.0), (2, 1))["assign_loss"] < 1e-6
+    out = SeparatorOutput(mask_logits=_perfect_masks(), assignment=split, patch=(2, 1))
+    assert separation_loss(out, _batch(), layout, LossConfig(assign_weight=1.0))["assign_loss"] < 1e-6
 
 
 def test_patch_pool_matches_the_token_grid():

@@ -1,4 +1,4 @@
-"""Parameters cells, cached papermill execution, pipelines and profiles (sgn.notebooks).
+"""Parameters cells, cached papermill execution, pipelines and profiles (sgn.lab.notebooks).
 
 A kernel start costs about a second, so each test executes as few notebooks as it can;
 the checks of parameters cells and profiles execute none.
@@ -15,7 +15,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 import sgn
-from sgn.notebooks import (
+from sgn.lab.notebooks import (
     NotebookError,
     chapter_parameters,
     check_parameters,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sgn.config import apply_overrides, load_config
-from sgn.runs import code_files, data_identity, fingerprint_changes, open_run, run_fingerprint
+from sgn.provenance import data_identity
+from sgn.runs import code_files, fingerprint_changes, open_run, run_fingerprint
 from sgn.utils import SGNError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +28,7 @@ def test_fingerprint_covers_the_architecture_and_the_shared_code_only():
     assert "sgn/unet.py" in unet_files and "sgn/unet.py" not in sgn_files
     shared = {"sgn/interface.py", "sgn/loss.py", "sgn/train.py", "sgn/data.py", "sgn/audio.py", "sgn/metrics.py"}
     assert shared <= sgn_files & unet_files
-    assert not {"sgn/cli.py", "sgn/report.py", "sgn/book.py"} & (sgn_files | unet_files)
+    assert not {"sgn/cli.py", "sgn/lab/report.py", "sgn/lab/book.py"} & (sgn_files | unet_files)
 
 
 def test_data_identity_follows_the_index_and_its_record_but_not_its_timestamp(tmp_path):
@@ -134,16 +135,13 @@ def code_files_of(checkout: Path) -> dict[str, str]:
 
 def test_an_architecture_imports_only_code_its_fingerprint_covers():
     """A helper a model imports from a module outside its fingerprint could change its weights unseen."""
-    import ast
-    import inspect
+    from sgn.checkpoint import ARCHITECTURES, architecture
+    from sgn.provenance import imported_modules, module_file
 
-    from sgn.checkpoint import ARCHITECTURES
-    from sgn.runs import SHARED_MODULES
-
-    for arch, cls in ARCHITECTURES.items():
-        module = inspect.getmodule(cls)
-        tree = ast.parse(inspect.getsource(module))
-        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                    and (node.module or "").startswith("sgn")}
-        # the config's values are stored whole in the run; its code does not compute the weights
-        assert imported <= set(SHARED_MODULES) | {"sgn.config", module.__name__}, (arch, imported)
+    for arch in ARCHITECTURES:
+        module = sys.modules[architecture(arch).__module__]
+        covered = set(code_files(arch))
+        for name in imported_modules(Path(module.__file__).read_text()):
+            assert module_file(name).relative_to(Path(module.__file__).parents[1]).as_posix() in covered, (arch, name)
+    # and the U-Net's weights do not depend on SGN's code, nor SGN's on the U-Net's
+    assert "sgn/model.py" not in code_files("unet") and "sgn/unet.py" not in code_files("sgn")

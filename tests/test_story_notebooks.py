@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from sgn.book import BUILD_RECORD, build_book, table_of_contents
-from sgn.notebooks import chapter_parameters, load_profile, read_chapters
+from sgn.lab.book import BUILD_RECORD, build_book, table_of_contents
+from sgn.lab.notebooks import chapter_parameters, load_profile, read_chapters
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTERS = read_chapters(NOTEBOOKS)

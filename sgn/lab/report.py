@@ -5,7 +5,7 @@ A chapter writes its tables (CSV) and figures (PNG) into its ``out_dir``; a late
 reads a table by the chapter's name and the table's (:func:`read_table`), never by path.
 Where a result came from (the parameters, the package version, the git commit and the
 machine) is recorded in the executed notebook itself (``metadata.sgn``, see
-:mod:`sgn.notebooks` and :func:`executed_notebooks`), so no number in the book is typed
+:mod:`sgn.lab.notebooks` and :func:`executed_notebooks`), so no number in the book is typed
 by hand.
 """
 
@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from sgn.audio import STFTSpec, encode_audio
-from sgn.notebooks import executed_record
+from sgn.lab.notebooks import executed_record
 from sgn.utils import SGNError, atomic_path
 
 
@@ -99,6 +99,35 @@ def _shape_text(shape) -> str:
     return "×".join(str(n) for n in shape[1:])  # without the batch axis
 
 
+class _Diagram:
+    """Boxes with a title and a shape, and arrows between their edges, on one matplotlib axis."""
+
+    def __init__(self, ax):
+        self.ax, self.boxes = ax, {}
+
+    def box(self, key: str, x: float, y: float, title: str, shape: str, color: str) -> None:
+        from matplotlib.patches import FancyBboxPatch
+
+        self.ax.add_patch(FancyBboxPatch((x - 1.15, y - 0.32), 2.3, 0.64, boxstyle="round,pad=0.05", fc=color,
+                                         ec="0.3", lw=0.8))
+        self.ax.text(x, y + 0.1, title, ha="center", va="center", fontsize=8, weight="bold")
+        self.ax.text(x, y - 0.15, shape, ha="center", va="center", fontsize=7, family="monospace")
+        self.boxes[key] = (x, y)
+
+    def _edge(self, a: str, b: str) -> tuple[float, float]:
+        """Where the line from box a's centre towards box b's centre leaves box a."""
+        (x0, y0), (x1, y1) = self.boxes[a], self.boxes[b]
+        dx, dy = x1 - x0, y1 - y0
+        t = min(1.22 / abs(dx) if dx else math.inf, 0.4 / abs(dy) if dy else math.inf)
+        return x0 + t * dx, y0 + t * dy
+
+    def arrow(self, a: str, b: str, color: str = "0.25", ls: str = "-") -> None:
+        from matplotlib.patches import FancyArrowPatch
+
+        self.ax.add_patch(FancyArrowPatch(self._edge(a, b), self._edge(b, a), arrowstyle="-|>", mutation_scale=10,
+                                          color=color, lw=1, ls=ls))
+
+
 def draw_architecture(ax, trace: pd.DataFrame, n_classes: int) -> None:
     """Draw SGN's data flow from a :func:`sgn.analysis.trace_shapes` table, with its measured shapes.
 
@@ -107,32 +136,13 @@ def draw_architecture(ax, trace: pd.DataFrame, n_classes: int) -> None:
     and the per-class masks come out at the top right. Repeated self-attention layers
     are drawn as one box. Shapes omit the batch axis.
     """
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
     shapes = dict(zip(trace["stage"], trace["shape"]))
     encoder = [s for s in trace["stage"] if s in ("input_norm", "stem") or s.startswith("down.")] + ["patchify"]
     decoder = ["feature_up"] + [s for s in trace["stage"] if s.startswith("up.")]
     blocks = [s for s in trace["stage"] if s.startswith("blocks.")]
     grouping = "grouping" in shapes
-    boxes: dict[str, tuple[float, float]] = {}
-
-    def box(key, x, y, title, shape, color):
-        ax.add_patch(FancyBboxPatch((x - 1.15, y - 0.32), 2.3, 0.64, boxstyle="round,pad=0.05", fc=color,
-                                    ec="0.3", lw=0.8))
-        ax.text(x, y + 0.1, title, ha="center", va="center", fontsize=8, weight="bold")
-        ax.text(x, y - 0.15, shape, ha="center", va="center", fontsize=7, family="monospace")
-        boxes[key] = (x, y)
-
-    def edge(a, b):
-        """Where the line from box a's centre towards box b's centre leaves box a."""
-        (x0, y0), (x1, y1) = boxes[a], boxes[b]
-        dx, dy = x1 - x0, y1 - y0
-        t = min(1.22 / abs(dx) if dx else math.inf, 0.4 / abs(dy) if dy else math.inf)
-        return x0 + t * dx, y0 + t * dy
-
-    def arrow(a, b, color="0.25", ls="-"):
-        ax.add_patch(FancyArrowPatch(edge(a, b), edge(b, a), arrowstyle="-|>", mutation_scale=10, color=color,
-                                     lw=1, ls=ls))
+    diagram = _Diagram(ax)
+    box, arrow = diagram.box, diagram.arrow
 
     top = len(encoder)
     box("input", 0, top, "mixture |STFT|", "F×T = " + _shape_text(shapes["input"]), "white")
@@ -166,7 +176,7 @@ def draw_architecture(ax, trace: pd.DataFrame, n_classes: int) -> None:
 
 
 def executed_notebooks(executed_dir: str | os.PathLike) -> pd.DataFrame:
-    """What :func:`sgn.notebooks.run_notebook` recorded in each executed notebook of a folder.
+    """What :func:`sgn.lab.notebooks.run_notebook` recorded in each executed notebook of a folder.
 
     Returns:
         One row per ``*.ipynb`` (failed copies left out), in name order: ``notebook``,

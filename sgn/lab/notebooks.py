@@ -15,8 +15,8 @@ papermill, passing the values as typed Python literals (never ``-p`` strings).
 
 Caching: :func:`run_notebook` skips the execution when the executed copy already
 records the same *cache key*: a sha256 of the notebook file, its parameter values,
-the ``sgn`` package (its code and data files, see :func:`package_fingerprint`), the
-kernel name, and any upstream fingerprints. :func:`run_pipeline` runs the notebooks in
+the package code its cells import and the package's data files (:func:`notebook_code`,
+:mod:`sgn.provenance`), the kernel name, and any upstream fingerprints. :func:`run_pipeline` runs the notebooks in
 order and makes each one depend on the code and parameters of the notebooks before
 it, so a change that alters an earlier notebook's results also re-executes the
 later ones, while prose edits only re-execute the notebook that changed.
@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sgn
+from sgn.provenance import source_hashes
 from sgn.utils import SGNError, atomic_path, git_commit, machine, read_yaml, shorten
 
 log = logging.getLogger("sgn")
@@ -271,25 +272,6 @@ def check_parameters(notebook: str | os.PathLike, params: Mapping[str, Any]) -> 
 # Cache keys
 
 
-def package_fingerprint() -> str:
-    """sha256 of the ``sgn`` package: its code and its data (configs, manifests).
-
-    Every file under ``sgn/`` counts except byte code and hidden files, so a stray
-    file can only cause a needless re-execution, never a stale result.
-    """
-    root = Path(sgn.__file__).resolve().parent
-    files = sorted(
-        path for path in root.rglob("*")
-        if path.is_file() and path.suffix != ".pyc"
-        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(root).parts)
-    )
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
@@ -320,9 +302,27 @@ def cache_key(notebook: str | os.PathLike, params: Mapping[str, Any], *, kernel_
     """
     digest = hashlib.sha256()
     for part in (Path(notebook).read_bytes(), _canonical_json(dict(params)).encode(),
-                 package_fingerprint().encode(), kernel_name.encode(), *(s.encode() for s in depends_on)):
+                 _canonical_json(notebook_code(notebook)).encode(), kernel_name.encode(),
+                 *(s.encode() for s in depends_on)):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
+
+
+def notebook_code(notebook: str | os.PathLike) -> dict[str, str]:
+    """``{file: sha256}`` of the package code and data a notebook runs: the modules its code
+    cells import, what those import, and the package's data files (:mod:`sgn.provenance`)."""
+    return source_hashes(notebook_source(notebook))
+
+
+def notebook_source(notebook: str | os.PathLike) -> str:
+    """A notebook's code cells as one Python source (IPython magics and shell lines blanked)."""
+    nb = _read_notebook(Path(notebook))
+    return "\n".join(_python_only(cell.source) for cell in nb.cells if cell.cell_type == "code")
+
+
+def _python_only(source: str) -> str:
+    """A code cell without its IPython magics and shell lines, which ``ast`` cannot parse."""
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
 def executed_record(output: str | os.PathLike) -> dict:
@@ -412,9 +412,6 @@ def run_notebook(
             failing cell. The previous executed copy is left as it was and the failed
             execution is saved as ``NAME.failed.ipynb`` beside it.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     notebook = Path(notebook).resolve()
     output = Path(output_notebook).resolve()
     checked = check_parameters(notebook, params or {})
@@ -429,47 +426,61 @@ def run_notebook(
     workdir = Path(cwd).resolve() if cwd is not None else notebook.parent
     started = time.perf_counter()
     with atomic_path(output) as tmp:
-        try:
-            _call_with_own_event_loop(
-                papermill.execute_notebook, notebook, tmp, parameters=checked, kernel_name=kernel_name,
-                progress_bar=progress, log_output=log_output,
-                language="python",  # parameters cells are parsed as Python; a notebook may lack language metadata
-                # The kernel starts in workdir; papermill's own cwd= would os.chdir the whole
-                # process, which races when a Dask worker runs several notebooks in threads.
-                resources={"metadata": {"path": str(workdir)}},
-            )
-        except PapermillExecutionError as err:
-            os.replace(tmp, failed_copy)
-            cell = _source_cell_number(_read_notebook(notebook), err.cell_index, injected=bool(checked))
-            raise NotebookError(
-                f"notebook {notebook.stem} failed in cell {cell} (In [{err.exec_count}]): "
-                f"{err.ename}: {_first_line(err.evalue)}; the failed run is in {failed_copy}",
-                notebook=notebook, cell=cell, traceback=strip_ansi("\n".join(err.traceback)),
-                failed_copy=failed_copy,
-            ) from None
-        except Exception as err:  # a dead kernel, a timeout: nbclient's errors, not the notebook's
-            saved = tmp.stat().st_size > 0
-            if saved:
-                os.replace(tmp, failed_copy)
-            where = f"; the failed run is in {failed_copy}" if saved else ""
-            raise NotebookError(
-                f"notebook {notebook.stem} failed: {type(err).__name__}: {_first_line(err)}{where}",
-                notebook=notebook, failed_copy=failed_copy if saved else None,
-            ) from err
+        _execute(notebook, tmp, checked, kernel_name, workdir, failed_copy, progress=progress, log_output=log_output)
         elapsed = time.perf_counter() - started
-        _record_metadata(tmp, output, {
-            "cache_key": key,
-            "parameters": checked,
-            "sgn_version": sgn.__version__,
-            "git_commit": git_commit(),
-            "machine": machine(),
-            "kernel_name": kernel_name,
-            "elapsed_s": round(elapsed, 3),
-            "executed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        })
+        _record_metadata(tmp, output, _execution_record(key, checked, kernel_name, elapsed))
     failed_copy.unlink(missing_ok=True)  # a stale failure would mislead once the notebook runs again
     log.info("%s: executed in %.1f s", notebook.stem, elapsed)
     return RunResult(notebook, output, checked, key, False, elapsed)
+
+
+def _execution_record(key: str, parameters: dict, kernel_name: str, elapsed: float) -> dict:
+    """Where an executed copy came from: its cache key, parameters, version, commit, machine, kernel and time."""
+    return {
+        "cache_key": key,
+        "parameters": parameters,
+        "sgn_version": sgn.__version__,
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "kernel_name": kernel_name,
+        "elapsed_s": round(elapsed, 3),
+        "executed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _execute(notebook: Path, tmp: Path, checked: dict, kernel_name: str, workdir: Path, failed_copy: Path, *,
+             progress: bool, log_output: bool) -> None:
+    """Execute ``notebook`` into ``tmp``; on failure keep it as ``failed_copy`` and raise :class:`NotebookError`."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        _call_with_own_event_loop(
+            papermill.execute_notebook, notebook, tmp, parameters=checked, kernel_name=kernel_name,
+            progress_bar=progress, log_output=log_output,
+            language="python",  # parameters cells are parsed as Python; a notebook may lack language metadata
+            # The kernel starts in workdir; papermill's own cwd= would os.chdir the whole
+            # process, which races when a Dask worker runs several notebooks in threads.
+            resources={"metadata": {"path": str(workdir)}},
+        )
+    except PapermillExecutionError as err:
+        os.replace(tmp, failed_copy)
+        cell = _source_cell_number(_read_notebook(notebook), err.cell_index, injected=bool(checked))
+        raise NotebookError(
+            f"notebook {notebook.stem} failed in cell {cell} (In [{err.exec_count}]): "
+            f"{err.ename}: {_first_line(err.evalue)}; the failed run is in {failed_copy}",
+            notebook=notebook, cell=cell, traceback=strip_ansi("\n".join(err.traceback)),
+            failed_copy=failed_copy,
+        ) from None
+    except Exception as err:  # a dead kernel, a timeout: nbclient's errors, not the notebook's
+        saved = tmp.stat().st_size > 0
+        if saved:
+            os.replace(tmp, failed_copy)
+        where = f"; the failed run is in {failed_copy}" if saved else ""
+        raise NotebookError(
+            f"notebook {notebook.stem} failed: {type(err).__name__}: {_first_line(err)}{where}",
+            notebook=notebook, failed_copy=failed_copy if saved else None,
+        ) from err
 
 
 def _call_with_own_event_loop(func, /, *args, **kwargs):

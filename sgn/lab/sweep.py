@@ -9,14 +9,16 @@ sends the points to an existing Dask cluster instead of local processes.
 
 The grid file (YAML)::
 
-    notebook: ../notebooks/04_ablation_class_tokens.ipynb  # relative to this file
+    notebook: ../notebooks/02_train.ipynb  # relative to this file
     parameters:        # the same for every point
-      variants: [full, no_grouping]
-    grid:              # the cartesian product of these lists
-      seeds: [[0], [1]]
-      config: [cpu, smoke]
+      runs_dir: ../runs/cpu/depth
+    grid:              # the cartesian product of these lists (one list here)
+      models: [{sgn_depth2: {model.depth: 2}}, {sgn_depth4: {model.depth: 4}}]
     points:            # optional: explicit points, each merged over `parameters`
-      - {seeds: [2], config: cpu}
+      - {models: {sgn_depth6: {model.depth: 6}}}
+
+A notebook that runs a study (the ablations) is a grid of its own: give
+:func:`sgn.lab.study.run_study` more variants rather than sweeping it (one runner per grid).
 
 The points are the product of ``grid`` followed by ``points`` (one of the two is
 needed); a point repeated is run once. Values are YAML, so they reach the notebook
@@ -46,6 +48,7 @@ notebook at the same paths (a shared file system) and have ``sgn`` installed.
 
 from __future__ import annotations
 
+import ast
 import datetime
 import hashlib
 import itertools
@@ -60,13 +63,16 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import sgn
-from sgn.notebooks import DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters, run_notebook
+from sgn.lab.notebooks import (DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters,
+                               notebook_source, run_notebook)
 from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, read_yaml, sha256_file
 from sgn.workers import worker_pool
 
 log = logging.getLogger("sgn")
 
 OUT_DIR_PARAM = "out_dir"
+# A notebook that calls this runs a grid of its own (variants x seeds), so it is not swept.
+STUDY_RUNNER = "run_study"
 RESULT_FILE = "result.json"
 EXECUTORS = ("local", "dask")
 # Columns the sweep adds to every row; results may not use these names.
@@ -157,12 +163,7 @@ def load_grid(path: str | os.PathLike) -> Grid:
     unknown = sorted(set(data) - set(GRID_KEYS))
     if unknown:
         raise SGNError(f"{path}: unknown key {unknown[0]!r}; a grid file has {', '.join(GRID_KEYS)}")
-    if not isinstance(data.get("notebook"), str):
-        raise SGNError(f"{path}: `notebook` must name the notebook to run (relative to the grid file)")
-    notebook = (path.resolve().parent / data["notebook"]).resolve()
-    if not notebook.is_file():
-        raise SGNError(f"{path}: notebook {data['notebook']} not found ({notebook})")
-
+    notebook = _grid_notebook(path, data.get("notebook"))
     fixed = _mapping(path, "parameters", data.get("parameters"))
     axes = _mapping(path, "grid", data.get("grid"))
     extra = data.get("points") or []
@@ -196,6 +197,25 @@ def load_grid(path: str | os.PathLike) -> Grid:
     return Grid(path, notebook, points, swept, {name: p.default for name, p in declared.items()})
 
 
+def _grid_notebook(path: Path, name: Any) -> Path:
+    """The notebook a grid file names: it exists, and does not run a study (a grid of its own)."""
+    if not isinstance(name, str):
+        raise SGNError(f"{path}: `notebook` must name the notebook to run (relative to the grid file)")
+    notebook = (path.resolve().parent / name).resolve()
+    if not notebook.is_file():
+        raise SGNError(f"{path}: notebook {name} not found ({notebook})")
+    if STUDY_RUNNER in _called_names(notebook_source(notebook)):
+        raise SGNError(f"{path}: {notebook.name} runs a study ({STUDY_RUNNER}), a grid of its own; one runner per "
+                       "grid: give it more variants, or sweep a notebook that trains or scores one point")
+    return notebook
+
+
+def _called_names(source: str) -> set[str]:
+    """The names of the functions ``source`` calls (``f(...)`` and ``m.f(...)``)."""
+    calls = (node.func for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call))
+    return {f.id if isinstance(f, ast.Name) else f.attr for f in calls if isinstance(f, (ast.Name, ast.Attribute))}
+
+
 # ---------------------------------------------------------------------------
 # One point (runs in a worker process or on a Dask worker)
 
@@ -208,7 +228,7 @@ def _read_results(point_dir: Path, params: Mapping[str, Any]) -> dict:
     """The notebook's ``result.json``, less the parameters it echoes (``params``: all of them)."""
     path = point_dir / RESULT_FILE
     if not path.is_file():
-        raise SGNError(f"the notebook finished without writing {RESULT_FILE} to out_dir (use sgn.sweep.write_result)")
+        raise SGNError(f"the notebook finished without writing {RESULT_FILE} to out_dir (use sgn.lab.sweep.write_result)")
     try:
         results = json.loads(path.read_text())
     except ValueError as err:
@@ -392,32 +412,12 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    if executor not in EXECUTORS:
-        raise SGNError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
-    if executor == "dask" and not scheduler:
-        raise SGNError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-    if jobs < 1:
-        raise SGNError(f"--jobs must be at least 1, got {jobs}")
+    _check_executor(executor, scheduler, jobs)
     grid = load_grid(grid_path)
     out_dir = Path(out_dir).resolve()
     points_dir = out_dir / "points"
-    notebook_sha = sha256_file(grid.notebook)
-    atomic_write_text(out_dir / "sweep.json", json.dumps({
-        "grid": str(grid.path.resolve()),
-        "grid_yaml": grid.path.read_text(),
-        "notebook": str(grid.notebook),
-        "notebook_sha256": notebook_sha,
-        "points": len(grid.points),
-        "sgn_version": sgn.__version__,
-        "git_commit": git_commit(),
-    }, indent=1) + "\n")
-
-    records = {pid: _read_point(points_dir / pid) for pid in grid.points}
-    records = {pid: r for pid, r in records.items() if r.get("status") in ("ok", "failed")}
-    done = {pid for pid, r in records.items() if r["status"] == "ok" and not force}
-    stale = sum(records[pid].get("notebook_sha256") != notebook_sha for pid in done)
-    if stale:
-        log.warning("%d finished points ran another version of %s; --force runs them again", stale, grid.notebook.name)
+    notebook_sha = _write_sweep_record(grid, out_dir)
+    records, done = _finished_points(grid, points_dir, notebook_sha, force)
     tasks = [(pid, (str(grid.notebook), str(points_dir / pid), params, kernel_name))
              for pid, params in grid.points.items() if pid not in done]
     log.info("sweep %s: %d points, %d finished, %d to run", grid.path.name, len(grid.points), len(done), len(tasks))
@@ -434,3 +434,38 @@ def run_sweep(
             _write_results(grid, records, out_dir)
             bar.update()
     return _write_results(grid, records, out_dir)
+
+
+def _check_executor(executor: str, scheduler: str | None, jobs: int) -> None:
+    if executor not in EXECUTORS:
+        raise SGNError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if executor == "dask" and not scheduler:
+        raise SGNError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    if jobs < 1:
+        raise SGNError(f"--jobs must be at least 1, got {jobs}")
+
+
+def _finished_points(grid: Grid, points_dir: Path, notebook_sha: str, force: bool) -> tuple[dict[str, dict], set[str]]:
+    """The points' records that finished (ok or failed), and the ids not to run again."""
+    records = {pid: _read_point(points_dir / pid) for pid in grid.points}
+    records = {pid: r for pid, r in records.items() if r.get("status") in ("ok", "failed")}
+    done = {pid for pid, r in records.items() if r["status"] == "ok" and not force}
+    stale = sum(records[pid].get("notebook_sha256") != notebook_sha for pid in done)
+    if stale:
+        log.warning("%d finished points ran another version of %s; --force runs them again", stale, grid.notebook.name)
+    return records, done
+
+
+def _write_sweep_record(grid: Grid, out_dir: Path) -> str:
+    """Write ``sweep.json`` (the grid, the notebook and its sha256, version, commit); the notebook's sha256."""
+    notebook_sha = sha256_file(grid.notebook)
+    atomic_write_text(out_dir / "sweep.json", json.dumps({
+        "grid": str(grid.path.resolve()),
+        "grid_yaml": grid.path.read_text(),
+        "notebook": str(grid.notebook),
+        "notebook_sha256": notebook_sha,
+        "points": len(grid.points),
+        "sgn_version": sgn.__version__,
+        "git_commit": git_commit(),
+    }, indent=1) + "\n")
+    return notebook_sha

@@ -3,7 +3,7 @@
 ``sgn book --profile cpu`` (what ``make book`` runs) does, in order:
 
 1. executes every ``notebooks/NN_name.ipynb`` with the profile's parameters into
-   ``results/PROFILE/executed`` (:func:`sgn.notebooks.run_pipeline`, cached: an
+   ``results/PROFILE/executed`` (:func:`sgn.lab.notebooks.run_pipeline`, cached: an
    unchanged notebook is not executed again);
 2. fetches the widget JavaScript, MathJax and onnxruntime-web from the npm registry
    once (:func:`fetch_npm_files`), so the built pages load no script from another host;
@@ -14,7 +14,7 @@
 4. swaps the new HTML into ``book/_build/html``.
 
 Nothing is lost on failure: a notebook that fails stops the build before step 3
-(:class:`~sgn.notebooks.NotebookError` names the notebook and the cell), and a
+(:class:`~sgn.lab.notebooks.NotebookError` names the notebook and the cell), and a
 failed Jupyter Book build leaves the previous ``book/_build/html`` in place. The
 build is skipped when its inputs (book sources, executed notebooks, the ``sgn``
 package for the API pages, the npm files) are those of the book already built.
@@ -22,7 +22,6 @@ package for the API pages, the npm files) are those of the book already built.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,12 +34,11 @@ from pathlib import Path
 
 import yaml
 
-from sgn.notebooks import (
+from sgn.lab.notebooks import (
     INJECTED_TAG,
     PARAMETERS_TAG,
     Chapters,
     load_profile,
-    package_fingerprint,
     pipeline_summary,
     read_chapters,
     resolve_profile,
@@ -48,6 +46,7 @@ from sgn.notebooks import (
     strip_ansi,
 )
 from sgn.npm import fetch_pinned
+from sgn.provenance import digest, package_hashes
 from sgn.utils import SGNError, atomic_write_text, git_commit, sha256_file
 
 log = logging.getLogger("sgn")
@@ -153,12 +152,8 @@ def _add_launch_buttons(config_path: Path) -> None:
 
 def _fingerprint(stage: Path) -> str:
     """sha256 of every staged file (path and bytes) and of the ``sgn`` package the API pages document."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(stage).as_posix().encode() + b"\0")
-        digest.update(bytes.fromhex(sha256_file(path)))
-    digest.update(package_fingerprint().encode())
-    return digest.hexdigest()
+    staged = {path.relative_to(stage).as_posix(): sha256_file(path) for path in stage.rglob("*") if path.is_file()}
+    return digest({"staged": staged, "package": package_hashes()})
 
 
 def _built_fingerprint(html: Path) -> str | None:
@@ -210,8 +205,7 @@ def build_book(
     profile_path = resolve_profile(profile, notebook_dir)
     profile_name = profile_path.stem
     executed = root / "results" / profile_name / "executed"
-    build_dir = book_dir / "_build"
-    html = build_dir / "html"
+    build_dir, html = book_dir / "_build", book_dir / "_build" / "html"
 
     started = time.perf_counter()
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -221,35 +215,16 @@ def build_book(
     log.info("%s profile: %s, in %.0f s; executed copies in %s", profile_name, pipeline_summary(results),
              time.perf_counter() - started, executed)
 
-    npm_files = fetch_npm_files(build_dir / "npm")
+    npm_files = fetch_npm_files(build_dir / "npm")  # makes build_dir too
     stage = Path(tempfile.mkdtemp(dir=build_dir, prefix=".stage-"))
     try:
-        source = stage / "src"
-        _copy_sources(book_dir, source)
-        atomic_write_text(source / "_toc.yml", table_of_contents(chapters))
-        shutil.copytree(npm_files, source / "_npm")
-        (source / "notebooks").mkdir()
-        for result in results:
-            _stage_notebook(result.output, source / "notebooks" / result.output.name)
-        _stage_chapter_static(executed.parent, [r.output.stem for r in results], source)
-        _add_launch_buttons(source / "_config.yml")
+        source = _stage_sources(stage / "src", book_dir, chapters, results, executed, npm_files)
         fingerprint = _fingerprint(source)
         if not force and _built_fingerprint(html) == fingerprint:
             log.info("book up to date: %s", html / "index.html")
             return html
         build_started = time.perf_counter()
-        log_path = build_dir / "jupyter-book.log"
-        with open(log_path, "w") as log_file:
-            # -W: a warning (a page missing from the toc, a broken reference) fails the build
-            done = subprocess.run([_jupyter_book(), "build", str(source), "--builder", "html", "-W", "--keep-going"],
-                                  stdout=log_file, stderr=subprocess.STDOUT, cwd=stage)
-        built = source / "_build" / "html"
-        if done.returncode != 0 or not (built / "index.html").is_file():
-            problems = [line.strip() for line in strip_ansi(log_path.read_text(errors="replace")).splitlines()
-                        if "WARNING" in line or "ERROR" in line]
-            first = f": {problems[0]}" if problems else ""
-            raise SGNError(f"jupyter-book build failed (exit {done.returncode}){first}; the previous book is kept; "
-                           f"see {log_path}")
+        built = _jupyter_book_build(source, stage, build_dir / "jupyter-book.log")
         atomic_write_text(built / BUILD_RECORD, json.dumps({
             "fingerprint": fingerprint, "profile": profile_name, "git_commit": git_commit(root),
             "notebooks": [r.output.name for r in results],
@@ -262,6 +237,40 @@ def build_book(
     return html
 
 
+def _stage_sources(source: Path, book_dir: Path, chapters: Chapters, results: list, executed: Path,
+                   npm_files: Path) -> Path:
+    """Stage the book's pages, its table of contents, the pinned npm files and the executed chapters in ``source``."""
+    _copy_sources(book_dir, source)
+    atomic_write_text(source / "_toc.yml", table_of_contents(chapters))
+    shutil.copytree(npm_files, source / "_npm")
+    (source / "notebooks").mkdir()
+    for result in results:
+        _stage_notebook(result.output, source / "notebooks" / result.output.name)
+    _stage_chapter_static(executed.parent, [r.output.stem for r in results], source)
+    _add_launch_buttons(source / "_config.yml")
+    return source
+
+
+def _jupyter_book_build(source: Path, cwd: Path, log_path: Path) -> Path:
+    """Build the staged ``source`` into ``source/_build/html`` (its log in ``log_path``); that folder.
+
+    Raises:
+        SGNError: the build failed or left no ``index.html`` (naming its first warning or error).
+    """
+    with open(log_path, "w") as log_file:
+        # -W: a warning (a page missing from the toc, a broken reference) fails the build
+        done = subprocess.run([_jupyter_book(), "build", str(source), "--builder", "html", "-W", "--keep-going"],
+                              stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd)
+    built = source / "_build" / "html"
+    if done.returncode != 0 or not (built / "index.html").is_file():
+        problems = [line.strip() for line in strip_ansi(log_path.read_text(errors="replace")).splitlines()
+                    if "WARNING" in line or "ERROR" in line]
+        first = f": {problems[0]}" if problems else ""
+        raise SGNError(f"jupyter-book build failed (exit {done.returncode}){first}; the previous book is kept; "
+                       f"see {log_path}")
+    return built
+
+
 def table_of_contents(chapters: Chapters) -> str:
     """The book's ``_toc.yml``, made from ``notebooks/chapters.yaml``: the root, then each part's
     chapters (executed copies under ``notebooks/``) and its own pages."""
@@ -269,7 +278,7 @@ def table_of_contents(chapters: Chapters) -> str:
               + [{"file": page} for page in chapters.pages.get(part, [])]}
              for part, stems in chapters.parts.items() if stems or chapters.pages.get(part)]
     toc = {"format": "jb-book", "root": f"notebooks/{chapters.root}", **({"parts": parts} if parts else {})}
-    return "# Made by sgn.book from notebooks/chapters.yaml.\n" + yaml.safe_dump(toc, sort_keys=False)
+    return "# Made by sgn.lab.book from notebooks/chapters.yaml.\n" + yaml.safe_dump(toc, sort_keys=False)
 
 
 def _jupyter_book() -> str:

