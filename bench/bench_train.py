@@ -6,21 +6,25 @@ steps; data loading is timed separately so the table shows whether it is a bottl
 Also shows how the step time grows with the segment length, the batch size and the
 number of sources per mixture (each varied alone from the config's values).
 
-On CUDA the step runs under bf16 autocast when the config says ``bf16`` (as training
-does), and the table gives the peak GPU memory of the timed steps. ``--flops`` counts the
+The step is the training loop's own (:func:`sgn.train.train_step`), under the config's
+precision and compilation or those of ``--precision`` and ``--compile`` (one row each;
+``auto`` is bf16 where the device computes it natively); on CUDA the table gives the peak
+GPU memory of the timed steps. ``--flops`` counts the
 model FLOPs of one optimisation step with ``torch.utils.flop_counter.FlopCounterMode``
 (matrix multiplications, convolutions and attention; element-wise work and the optimizer
 are not counted) and, with ``--peak-tflops``, the model FLOP utilisation (MFU): those
 FLOPs over the step time, as a fraction of that peak.
 
 Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
-[--segments 8192 32768] [--batches 8 32] [--sources 1 3] [--flops [--peak-tflops 989]]
+[--precision fp32 bf16] [--compile off on] [--segments 8192 32768] [--batches 8 32]
+[--sources 1 3] [--flops [--peak-tflops 989]]
 [--csv FILE]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -36,11 +40,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
 
 from sgn.audio import STFTSpec  # noqa: E402
-from sgn.checkpoint import build_model  # noqa: E402
-from sgn.config import apply_overrides, load_config  # noqa: E402
+from sgn.config import PRECISIONS, apply_overrides, load_config  # noqa: E402
 from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
-from sgn.device import resolve_device  # noqa: E402
-from sgn.loss import separation_loss, total_loss  # noqa: E402
+from sgn.device import autocast_for, resolve_device  # noqa: E402
+from sgn.train import CompiledOrEager, build_state, train_step  # noqa: E402
 
 
 @dataclass
@@ -51,22 +54,26 @@ class StepTimes:
     load_s: float  # median seconds of building and moving a batch
     peak_gib: float | None  # peak GPU memory allocated over the steps; None on the CPU
     flops: int | None  # model FLOPs of one step, when counted
+    first_s: float  # the first step (with compile: compiling), not in step_s
 
 
 def time_steps(config, index, device, steps: int, count_flops: bool = False) -> StepTimes:
-    """Time ``steps`` optimisation steps after two warm-up steps; the first warm-up step counts the FLOPs."""
+    """Time ``steps`` optimisation steps (:func:`sgn.train.train_step`: the training loop's own, under
+    the config's precision and compilation) after warm-up steps; the first warm-up step counts the FLOPs."""
     classes = index_classes(index)
     stft = STFTSpec(config.model.n_fft, config.model.hop)
     data = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
                           segment_samples=config.data.segment_samples, stft=stft)
-    model = build_model(config, classes).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr, fused=device.type == "cuda")
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if (device.type == "cuda" and config.bf16) else nullcontext
+    torch.manual_seed(config.seed)
+    state = build_state(config, classes, device, ddp=False)
+    forward = CompiledOrEager(state.model) if config.compile else state.model
+    autocast = autocast_for(config.precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     counter = FlopCounterMode(display=False) if count_flops else None
-    step_times, load_times = [], []
-    for step in range(steps + 2):  # two warm-up steps
+    warmup = 3 if config.compile else 2  # compiling happens in the first call
+    step_times, load_times, first_s = [], [], 0.0
+    for step in range(steps + warmup):
         start = time.perf_counter()
         batch = torch.utils.data.default_collate([data[step * config.optim.batch_size + i]
                                                   for i in range(config.optim.batch_size)])
@@ -74,29 +81,25 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
         loaded = time.perf_counter()
         # the FLOPs are the same every step, so a warm-up step (not timed) counts them
         with counter if (counter is not None and step == 0) else nullcontext():
-            with autocast():
-                out = model(batch["mix_mag"])
-            losses = separation_loss(out, model.loss_batch(batch), model.layout, config.loss)
-            loss = total_loss(losses, config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(state, forward, batch, config, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= 2:
+        if step == 0:
+            first_s = time.perf_counter() - loaded
+        if step >= warmup:
             load_times.append(loaded - start)
             step_times.append(time.perf_counter() - loaded)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return StepTimes(statistics.median(step_times), statistics.median(load_times), peak,
-                     counter.get_total_flops() if counter is not None else None)
+                     counter.get_total_flops() if counter is not None else None, first_s)
 
 
-def table_row(name: str, arch: str, segment: int, batch: int, sources, times: StepTimes, sample_rate: int,
+def table_row(name: str, arch: str, segment: int, batch: int, sources, times: StepTimes, config,
               flops: bool, peak_tflops: float | None) -> dict[str, str]:
     """One row of the printed table (and of ``--csv``): formatted values by column name."""
-    total = times.step_s + times.load_s
-    row = {"config": name, "arch": arch, "segment (samples)": str(segment), "batch": str(batch),
-           "sources": str(sources), "step (s)": f"{times.step_s:.3f}", "data (s)": f"{times.load_s:.3f}",
+    total, sample_rate = times.step_s + times.load_s, config.data.sample_rate
+    row = {"config": name, "arch": arch, "precision": config.precision, "compile": "on" if config.compile else "off",
+           "segment (samples)": str(segment), "batch": str(batch), "sources": str(sources), "first step (s)": f"{times.first_s:.1f}", "step (s)": f"{times.step_s:.3f}", "data (s)": f"{times.load_s:.3f}",
            "mixtures/s": f"{batch / total:.1f}", "audio s/s": f"{batch * segment / sample_rate / total:.1f}",
            "peak GPU memory (GiB)": "n/a" if times.peak_gib is None else f"{times.peak_gib:.2f}"}
     if flops:
@@ -118,6 +121,10 @@ def main() -> None:
     parser.add_argument("--sources", type=int, nargs="*", default=[],
                         help="also time these numbers of sources per mixture")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS,
+                        help="time each of these training precisions (default: the config's)")
+    parser.add_argument("--compile", nargs="+", default=None, choices=["off", "on"],
+                        help="time without and/or with torch.compile (default: the config's)")
     parser.add_argument("--flops", action="store_true",
                         help="count the model FLOPs of a step (FlopCounterMode: matmuls, convolutions, attention)")
     parser.add_argument("--peak-tflops", type=float, default=None,
@@ -142,17 +149,18 @@ def main() -> None:
         variants += [(s, base_batch, base_sources) for s in args.segments]
         variants += [(base_segment, b, base_sources) for b in args.batches]
         variants += [(base_segment, base_batch, str(n)) for n in args.sources]
-        for arch in args.arch:
-            for segment, batch, sources in variants:
-                config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
-                                                f"optim.batch_size={batch}", f"data.n_sources={sources}"])
-                times = time_steps(config, index, device, args.steps, count_flops=args.flops)
-                rows.append(table_row(name, arch, segment, batch, sources, times, config.data.sample_rate,
-                                      args.flops, args.peak_tflops))
-                if len(rows) == 1:  # the header, once the columns are known
-                    print("| " + " | ".join(rows[0]) + " |")
-                    print("|" + "---|" * len(rows[0]))
-                print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
+        modes = [(precision, compiled) for precision in args.precision or [base.precision]
+                 for compiled in ([c == "on" for c in args.compile] if args.compile else [base.compile])]
+        for arch, (precision, compiled), (segment, batch, sources) in itertools.product(args.arch, modes, variants):
+            config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
+                                            f"optim.batch_size={batch}", f"data.n_sources={sources}",
+                                            f"precision={precision}", f"compile={compiled}"])
+            times = time_steps(config, index, device, args.steps, count_flops=args.flops)
+            rows.append(table_row(name, arch, segment, batch, sources, times, config, args.flops, args.peak_tflops))
+            if len(rows) == 1:  # the header, once the columns are known
+                print("| " + " | ".join(rows[0]) + " |")
+                print("|" + "---|" * len(rows[0]))
+            print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
     if args.csv is not None:
         pd.DataFrame(rows).to_csv(args.csv, index=False, lineterminator="\n")
 

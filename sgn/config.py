@@ -86,7 +86,9 @@ RANGES: dict[str, Range] = {
     "log_every": Range(1, 10**9),
     "eval_every": Range(1, 10**9),
 }
-CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("sgn", "unet"), "loss.mask": ("bce", "l1")}
+# Training precisions (sgn.device.autocast_for says what each means on a device).
+PRECISIONS = ("fp32", "bf16", "auto")
+CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("sgn", "unet"), "loss.mask": ("bce", "l1"), "precision": PRECISIONS}
 N_SOURCES = re.compile(r"([1-9][0-9]{0,2})(?:-([1-9][0-9]{0,2}))?")  # "2" or "1-4"
 
 
@@ -167,8 +169,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    compile: bool = False  # torch.compile the model
+    # fp32 | bf16 | auto (bf16 where the device computes it natively: sgn.device.autocast_for).
+    # Training and validation only: evaluation and separation run in fp32.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model (a failure falls back to eager with one warning)
 
     def __post_init__(self) -> None:
         self.check()
@@ -263,6 +267,9 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a nested dict; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
         raise SGNError(f"config: {prefix.rstrip('.') or 'top level'} expects a mapping, got {shorten(data)}")
+    if cls is TrainConfig and "bf16" in data and "precision" not in data:
+        # configs and checkpoints written before `precision`: bf16 true meant bf16 where a GPU has it
+        data = {**{k: v for k, v in data.items() if k != "bf16"}, "precision": "auto" if data["bf16"] is True else "fp32"}
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = next((key for key in data if key not in names), None)

@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -64,7 +63,7 @@ from sgn.data import (
     make_mixture_list,
     read_index,
 )
-from sgn.device import resolve_device
+from sgn.device import autocast_for, resolve_device
 from sgn.interface import MaskSeparator
 from sgn.loss import LOSS_TERMS, separation_loss, total_loss
 from sgn.metrics import SilentSignalError, bss_eval_sources_batch, score_padded_batch
@@ -352,13 +351,34 @@ def _step_loader(data: TrainingData, start: int, stop: int, config: TrainConfig,
 
 def _compiled(model: nn.Module, config: TrainConfig, ddp: bool, device_t: torch.device) -> Callable:
     """The callable the loop runs forward passes through: compiled and/or DDP-wrapped as configured."""
-    forward = torch.compile(model) if config.compile else model
+    forward = CompiledOrEager(model) if config.compile else model
     if ddp:
         # static_graph: the same parameters take part in every step, though not all of
         # them (model.class_tokens=false leaves the token head unused)
         forward = DistributedDataParallel(forward, device_ids=[device_t.index] if device_t.type == "cuda" else None,
                                           static_graph=True)
     return forward
+
+
+class CompiledOrEager:
+    """``torch.compile(model)``, or ``model`` itself once compiling has failed (one warning says so).
+
+    Compiling happens at the first call (inductor needs a C++ compiler on the CPU), so a
+    failure surfaces there; training goes on in eager mode with the same weights.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model, self.compiled = model, torch.compile(model)
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # inductor's and dynamo's errors have no common base
+                log.warning("torch.compile failed (%s: %s); running in eager mode", type(err).__name__,
+                            shorten(str(err).strip().splitlines()[0] if str(err).strip() else "", 120))
+                self.compiled = None
+        return self.model(*args, **kwargs)
 
 
 def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[str, float]:
@@ -375,6 +395,7 @@ def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[s
 def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
            resume: bool, stale: str, progress: bool, stop_after: int | None) -> list[dict]:
     master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
+    autocast = autocast_for(config.precision, device_t)  # an unsupported precision fails before any write
     run = open_run(out_dir, config, resume=resume, stale=stale, write=master)
     if ddp:
         dist.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -388,7 +409,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
         torch.manual_seed(int(np.random.SeedSequence([config.seed, rank, state.step]).generate_state(1)[0]))
     rows = _read_metrics(run.metrics, state.step) if master else []
     provenance = {"fingerprint": run.fingerprint, "commit": git_commit() or ""}
-    forward, autocast = _compiled(state.model, config, ddp, device_t), _autocast(config, device_t)
+    forward = _compiled(state.model, config, ddp, device_t)
     max_steps = config.optim.max_steps
     stop = max_steps if stop_after is None else min(max_steps, state.step + stop_after)
     batches, loader = _step_loader(data, state.step, stop, config, rank, world_size, device_t)
@@ -443,11 +464,6 @@ class _Throughput:
         rate = self.items / max(now - self.lap_start, 1e-9)
         self.lap_start, self.items = now, 0
         return {"elapsed_s": round(now - self.start, 3), "samples_per_s": round(rate, 3)}
-
-
-def _autocast(config: TrainConfig, device_t: torch.device) -> Callable:
-    use_bf16 = config.bf16 and device_t.type == "cuda"
-    return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_bf16 else nullcontext
 
 
 def _log_start(config: TrainConfig, state: TrainState, device_t: torch.device, world_size: int, stop: int,
