@@ -57,17 +57,22 @@ class StepTimes:
     first_s: float  # the first step (with compile: compiling), not in step_s
 
 
-def time_steps(config, index, device, steps: int, count_flops: bool = False) -> StepTimes:
-    """Time ``steps`` optimisation steps (:func:`sgn.train.train_step`: the training loop's own, under
-    the config's precision and compilation) after warm-up steps; the first warm-up step counts the FLOPs."""
+def _setup(config, index, device):
+    """The training data, a fresh model and optimizer, the forward callable and the autocast of ``config``."""
     classes = index_classes(index)
-    stft = STFTSpec(config.model.n_fft, config.model.hop)
     data = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
-                          segment_samples=config.data.segment_samples, stft=stft)
+                          segment_samples=config.data.segment_samples,
+                          stft=STFTSpec(config.model.n_fft, config.model.hop))
     torch.manual_seed(config.seed)
     state = build_state(config, classes, device, ddp=False)
     forward = CompiledOrEager(state.model) if config.compile else state.model
-    autocast = autocast_for(config.precision, device)
+    return data, state, forward, autocast_for(config.precision, device)
+
+
+def time_steps(config, index, device, steps: int, count_flops: bool = False) -> StepTimes:
+    """Time ``steps`` optimisation steps (:func:`sgn.train.train_step`: the training loop's own, under
+    the config's precision and compilation) after warm-up steps; the first warm-up step counts the FLOPs."""
+    data, state, forward, autocast = _setup(config, index, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     counter = FlopCounterMode(display=False) if count_flops else None
@@ -92,6 +97,20 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return StepTimes(statistics.median(step_times), statistics.median(load_times), peak,
                      counter.get_total_flops() if counter is not None else None, first_s)
+
+
+def profile_step(config, index, device, top: int = 12) -> str:
+    """torch.profiler's table of one training step (after warm-up): the ``top`` operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    data, state, forward, autocast = _setup(config, index, device)
+    batches = [torch.utils.data.default_collate([data[k * config.optim.batch_size + i]
+                                                 for i in range(config.optim.batch_size)]) for k in range(3)]
+    for batch in batches[:2]:  # warm-up (and compiling)
+        train_step(state, forward, {k: v.to(device) for k, v in batch.items()}, config, autocast)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(state, forward, {k: v.to(device) for k, v in batches[2].items()}, config, autocast)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
 def table_row(name: str, arch: str, segment: int, batch: int, sources, times: StepTimes, config,
@@ -130,6 +149,8 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's dense peak in TFLOP/s at the step's precision (H200 bf16: 989): adds MFU")
     parser.add_argument("--csv", type=Path, default=None, help="also write the table to this CSV file")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operators of one step for each row's config")
     args = parser.parse_args()
     for name, values in (("--segments", args.segments), ("--batches", args.batches), ("--sources", args.sources)):
         if any(v < 1 for v in values):
@@ -141,7 +162,7 @@ def main() -> None:
 
     print(machine_line())
     print()
-    rows = []
+    rows, profiles = [], []
     for name in args.config:
         base = load_config(name)
         base_segment, base_batch, base_sources = base.data.segment_samples, base.optim.batch_size, base.data.n_sources
@@ -161,6 +182,11 @@ def main() -> None:
                 print("| " + " | ".join(rows[0]) + " |")
                 print("|" + "---|" * len(rows[0]))
             print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
+            if args.profile:
+                profiles.append((rows[-1], profile_step(config, index, device)))
+    for row, table in profiles:
+        print(f"\n{row['config']} {row['arch']} {row['precision']} compile {row['compile']}: one step, top operators")
+        print(table)
     if args.csv is not None:
         pd.DataFrame(rows).to_csv(args.csv, index=False, lineterminator="\n")
 

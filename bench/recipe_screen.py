@@ -9,8 +9,9 @@ seed and scores it on a fixed list of ``val`` mixtures (never a test list), in f
 prints each variant's mean SDR and its paired difference to the first variant, with 95%
 intervals over seeds and mixtures (:func:`sgn.lab.study.study_intervals`).
 
-Screen with one seed, confirm with three (``--seeds 0 1 2``). Run it on an otherwise idle
-machine: the budget is wall time.
+Screen with one seed, confirm with three (``--seeds 0 1 2``, each variant with the
+``optim.max_steps`` its screen measured, so that the seeds share a schedule; runs already
+trained are reused). Measure on an otherwise idle machine: the budget is wall time.
 
 Usage::
 
@@ -51,10 +52,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
 
 def budgeted(base, overrides: dict, minutes: float, index, device) -> dict:
-    """``overrides`` plus the steps (and warm-up, evaluation interval) that fill ``minutes``."""
-    config = apply_overrides(base, overrides)
-    step_s = time_steps(config, index, device, steps=3).step_s
-    steps = max(10, int(minutes * 60 / step_s))
+    """``overrides`` plus the steps (and warm-up, evaluation interval) that fill ``minutes``; a
+    variant that gives ``optim.max_steps`` keeps it (to confirm a screen with more seeds)."""
+    if "optim.max_steps" in overrides:
+        steps = int(overrides["optim.max_steps"])
+    else:
+        step_s = time_steps(apply_overrides(base, overrides), index, device, steps=3).step_s
+        steps = max(10, int(minutes * 60 / step_s))
     scale = steps / base.optim.max_steps
     return {**overrides, "optim.max_steps": steps, "optim.warmup_steps": max(1, round(base.optim.warmup_steps * scale)),
             "eval_every": max(1, steps // 4), "log_every": max(1, steps // 40)}
