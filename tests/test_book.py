@@ -593,7 +593,8 @@ def test_book_workflow_builds_caches_and_deploys():
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
     assert triggers["push"]["branches"] == ["main"]
-    assert triggers["workflow_dispatch"]["inputs"]["profile"]["default"] == "cpu"
+    assert triggers["workflow_dispatch"]["inputs"]["profile"]["default"] == "study"  # the published book
+    assert workflow["env"]["PROFILE"] == "${{ inputs.profile || 'study' }}"
     build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
     runs = " ".join(s.get("run", "") for s in build["steps"])
     assert "make book" in runs and "make test" not in runs
