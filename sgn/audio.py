@@ -53,12 +53,15 @@ def check_rate(rate, name: str) -> int:
         rate: the sample rate to check.
         name: what the rate belongs to (a file, a flag), named in the message.
     """
+    if isinstance(rate, (float, np.floating)) and float(rate).is_integer():
+        rate = int(rate)  # 11025.0 is a whole number of Hz
     whole = isinstance(rate, (int, np.integer)) and not isinstance(rate, bool)
-    if not whole or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
-        raise SGNError(
-            f"{name}: sample rate {shorten(rate)} Hz is not supported; "
-            f"expected a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}"
-        )
+    if not whole:
+        raise SGNError(f"{name}: sample rate {shorten(rate)} is not a whole number of Hz; "
+                       f"expected one in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise SGNError(f"{name}: sample rate {shorten(rate)} Hz is out of range; "
+                       f"expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}")
     return int(rate)
 
 
@@ -116,6 +119,8 @@ def read_audio_block(path: str | os.PathLike, start: int, frames: int, *, mono: 
 def _reason(err: Exception) -> str:
     """libsndfile's reason without the file name it repeats ("Error opening '...': Format not recognised.")."""
     reason = getattr(err, "error_string", None) or str(err)
+    if "does not exist" in reason:  # libsndfile's words for an existing file it cannot decode (a junk .mp3)
+        reason = "its contents are not audio in a format libsndfile decodes"
     return reason if len(reason) <= 80 else reason[:77] + "..."
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from sgn import __version__
 from sgn.config import TrainConfig, from_dict, to_dict
-from sgn.utils import SGNError, atomic_path, check_class_names, shorten
+from sgn.utils import SGNError, atomic_path, check_class_names, check_path, shorten
 
 CHECKPOINT_FORMAT = "sgn-checkpoint/1"
 # Each architecture as "module:class", imported when built: a run's fingerprint covers its
@@ -80,7 +80,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Raises:
         SGNError: one line naming ``path`` and what is wrong.
     """
-    path = Path(path)
+    path = check_path(path, "checkpoint")
     if not path.is_file():
         raise SGNError(f"{path}: checkpoint not found")
     try:
@@ -93,6 +93,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     check_keys(state, REQUIRED_KEYS, path, "an sgn checkpoint")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
         raise SGNError(f"{path}: model: expected a dict of named tensors (the weights)")
+    _check_weight_values(state["model"], path)
+    if not isinstance(state.get("fingerprint", {}), dict):
+        raise SGNError(f"{path}: fingerprint is {shorten(state['fingerprint'])}; expected a record (a dict)")
     if not 1 <= len(state["classes"]) <= MAX_CLASSES:
         raise SGNError(f"{path}: classes: {len(state['classes'])} names; expected 1 to {MAX_CLASSES}")
     check_class_names(state["classes"], source=f"{path}: classes")
@@ -101,6 +104,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except SGNError as err:
         raise SGNError(f"{path}: {err}") from None
     return state, config
+
+
+def _check_weight_values(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights are numbers: dense, in memory, floating point or integer, and finite
+    (a NaN model would separate into silence or -32768 without a word)."""
+    for name, tensor in weights.items():
+        if tensor.layout != torch.strided or tensor.device.type == "meta":
+            kind = "meta (no values)" if tensor.device.type == "meta" else f"{tensor.layout}".removeprefix("torch.")
+            raise SGNError(f"{path}: weight {shorten(name)} is {kind}; expected a dense tensor of numbers")
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise SGNError(f"{path}: weight {shorten(name)} has dtype {tensor.dtype}; expected real numbers")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise SGNError(f"{path}: weight {shorten(name)} holds NaN or infinite values; not a usable model")
 
 
 def check_keys(state: dict, kinds: dict[str, type | tuple[type, ...]], path: Path, what: str) -> None:
@@ -135,7 +151,7 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     Returns:
         ``(model, config, state)``.
     """
-    path = Path(path)
+    path = check_path(path, "checkpoint")
     state, config = read_checkpoint(path, map_location)
     try:
         model = build_model(config, state["classes"])

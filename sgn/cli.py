@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -39,14 +40,31 @@ def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+WHOLE_NUMBER = re.compile(r"-?[0-9]{1,12}")  # ASCII digits only: int() also reads '²' and '١'
+
+
+def _whole(text: str) -> int:
+    """A command-line integer: ASCII digits, at most 12 (bounds are the library's to check)."""
+    if not WHOLE_NUMBER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a whole number (ASCII digits), got {shorten(text)}")
+    return int(text)
+
+
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {shorten(text)}")
     return value
+
+
+def thread_count(text: str, source: str) -> int:
+    """A thread count from ``source`` (flag or variable): ASCII digits, 1 to this machine's cores
+    (more threads than cores only slows torch down; a huge count crashes its pool)."""
+    cores = os.cpu_count() or 1
+    if not WHOLE_NUMBER.fullmatch(text.strip()) or not 1 <= int(text) <= cores:
+        raise SGNError(f"{source}: expected a whole number of threads in 1..{cores} (this machine's cores), "
+                       f"got {shorten(text)}")
+    return int(text)
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> None:
@@ -71,7 +89,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> None:
 def _cmd_data_mixtures(args: argparse.Namespace) -> None:
     from sgn.data import make_mixture_list, read_index, write_mixture_list
 
-    check_output(args.out, inputs=[args.index])
+    check_output(args.out, inputs=[args.index], input_dirs=[args.index.parent])
     frame = make_mixture_list(
         read_index(args.index),
         args.split,
@@ -95,18 +113,18 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
 
     synth = data_sub.add_parser("synth", help="render the SynthMUSIC data set from a SoundFont")
     synth.add_argument("--out", type=Path, required=True, help="output folder")
-    synth.add_argument("--clips-per-class", type=int, default=DEFAULT_CLIPS_PER_CLASS)
+    synth.add_argument("--clips-per-class", type=_whole, default=DEFAULT_CLIPS_PER_CLASS)
     synth.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="length of each clip")
-    synth.add_argument("--sample-rate", type=int, default=11025)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--sample-rate", type=_whole, default=11025)
+    synth.add_argument("--seed", type=_whole, default=0)
     synth.add_argument("--banks", type=_csv_list, default=None,
                        help=f"comma-separated instrument banks (default: all of {', '.join(BANKS)}, from npm)")
     synth.add_argument("--held-out-bank", default=DEFAULT_HELD_OUT,
                        help=f"bank that renders test_unseen alone, or 'none' (default: {DEFAULT_HELD_OUT})")
-    synth.add_argument("--ensembles", type=int, default=DEFAULT_ENSEMBLES, help="ensemble pieces per test split")
+    synth.add_argument("--ensembles", type=_whole, default=DEFAULT_ENSEMBLES, help="ensemble pieces per test split")
     synth.add_argument("--soundfont", type=Path, default=None, help="one .sf2/.sf3 file instead of the banks")
     synth.add_argument("--classes", type=_csv_list, default=None, help="comma-separated subset of the MUSIC classes")
-    synth.add_argument("--jobs", type=int, default=None, help="rendering processes (default: up to 2)")
+    synth.add_argument("--jobs", type=_whole, default=None, help="rendering processes (default: up to 2)")
     synth.set_defaults(func=_cmd_data_synth)
 
     mixtures = data_sub.add_parser("mixtures", help="draw a fixed list of evaluation mixtures")
@@ -115,9 +133,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     mixtures.add_argument("--mode", default="independent", choices=MIXTURE_MODES,
                           help="independent clips, or the parts of one ensemble piece (aligned)")
     mixtures.add_argument("--n-sources", default="2", help="sources per mixture: N, or a range like 1-4")
-    mixtures.add_argument("--count", type=int, default=300)
-    mixtures.add_argument("--seed", type=int, default=0)
-    mixtures.add_argument("--segment-samples", type=int, default=65535, help="mixture length in samples")
+    mixtures.add_argument("--count", type=_whole, default=300)
+    mixtures.add_argument("--seed", type=_whole, default=0)
+    mixtures.add_argument("--segment-samples", type=_whole, default=65535, help="mixture length in samples")
     mixtures.add_argument("--out", type=Path, required=True, help="output CSV")
     mixtures.set_defaults(func=_cmd_data_mixtures)
 
@@ -162,10 +180,10 @@ def _add_download_command(data_sub: argparse._SubParsersAction) -> None:
     cmd.add_argument("--checksums", type=Path, default=None, metavar="FILE",
                      help="md5sum/sha256sum-format file replacing the shipped manifest")
     cmd.add_argument("--jobs", type=_positive_int, default=2, help="parallel downloads and conversions")
-    cmd.add_argument("--sample-rate", type=int, default=11025, help="sample rate of the prepared clips (Hz)")
+    cmd.add_argument("--sample-rate", type=_whole, default=11025, help="sample rate of the prepared clips (Hz)")
     cmd.add_argument("--clip-seconds", type=float, default=6.0,
                      help="clip length for long recordings (MUSIC, MUSDB18)")
-    cmd.add_argument("--max-per-class", type=int, default=None,
+    cmd.add_argument("--max-per-class", type=_whole, default=None,
                      help="at most this many videos per class and split (YouTube sets)")
     cmd.add_argument("--sleep", type=float, default=1.0,
                      help="minimum seconds between two video downloads, over all jobs (YouTube sets)")
@@ -180,15 +198,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from sgn.train import train
 
     config = apply_overrides(load_config(args.config), args.set)
-    train(config, args.out, device=args.device, resume=args.resume)
+    train(config, args.out, device=args.device, resume=args.resume, overwrite=args.overwrite)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from sgn.data import read_mixture_list
     from sgn.evaluate import evaluate, summary_path, write_results
 
     inputs = [p for p in (args.mixtures, args.index, args.checkpoint) if p is not None]
-    check_output(args.out, inputs=inputs)
-    check_output(summary_path(args.out), inputs=inputs, flag="--out (its summary)")
+    outputs = {"--out": args.out, "--out (its summary)": summary_path(args.out)}
+    for flag, path in outputs.items():
+        check_output(path, inputs=inputs, flag=flag)
+    clips = sorted(set(read_mixture_list(args.mixtures)["path"]))  # every clip the list names is an input too
+    for flag, path in outputs.items():
+        check_output(path, inputs=clips, flag=flag)
     frame = evaluate(args.mixtures, checkpoint=args.checkpoint, method=args.method, index=args.index,
                      n_fft=args.n_fft, hop=args.hop, device=args.device, batch_size=args.batch_size)
     out, summary = write_results(frame, args.out)
@@ -209,7 +232,6 @@ def _cmd_separate(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> None:
     from sgn.lab.export import export_checkpoint
 
-    check_output(args.out, kind="dir", inputs=[args.checkpoint])
     export_checkpoint(args.checkpoint, args.out)
 
 
@@ -222,6 +244,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace weights or metrics in --out that no resumable run holds (best.pt without last.pt)")
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a checkpoint or a reference method on a mixture list")
@@ -256,11 +280,12 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_notebooks(args: argparse.Namespace) -> None:
-    from sgn.lab.notebooks import load_profile, pipeline_summary, read_chapters, resolve_profile, run_pipeline
+    from sgn.lab.notebooks import (check_out_dir, load_profile, pipeline_summary, read_chapters, resolve_profile,
+                                   run_pipeline)
 
     # papermill logs two INFO lines per notebook; the progress bars say the same
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    check_output(args.out, kind="dir")
+    check_out_dir(args.out, [args.dir])
     notebooks = read_chapters(args.dir).notebooks
     profile = resolve_profile(args.profile, args.dir) if args.profile else None
     params = load_profile(profile, args.dir) if profile else {}
@@ -330,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="sgn", description="Semantic Grouping Network research companion")
     parser.add_argument("--version", action="version", version=f"sgn {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", default=None,
                         help=f"torch threads (default: ${THREADS_ENV}, else one per core)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_commands in COMMAND_GROUPS:
@@ -338,17 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _set_threads(flag: int | None) -> None:
+def _set_threads(flag: str | None) -> None:
     """Apply ``--threads`` or ``$SGN_THREADS`` to torch's intra-op pool (neither: torch's default)."""
     import torch
 
     text = os.environ.get(THREADS_ENV)
-    if flag is None and text is not None:
-        if not text.strip().isdigit() or int(text) < 1:
-            raise SGNError(f"${THREADS_ENV}: expected a positive integer, got {shorten(text)}")
-        flag = int(text)
     if flag is not None:
-        torch.set_num_threads(flag)
+        torch.set_num_threads(thread_count(flag, "--threads"))
+    elif text is not None:
+        torch.set_num_threads(thread_count(text, f"${THREADS_ENV}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -206,11 +206,28 @@ def _n_sources_ok(value: Any) -> bool:
     return match is not None and int(match[1]) <= int(match[2] or match[1])
 
 
+# Bounds on a spectrogram's cost, checked before any work (a config read from YAML or from a
+# checkpoint): the paper's STFT overlaps 4x and a 65535-sample segment holds 132k cells, so 16x
+# overlap and 32 times the paper's cells leave room for any sensible experiment while a
+# segment of 4M samples at hop 1 (a 6 GB separation of 2 seconds) is refused.
+MAX_OVERLAP = 16
+MAX_TF_CELLS = 2**22
+
+
+def stft_cells(n_fft: int, hop: int, samples: int) -> int:
+    """Time-frequency cells of one STFT of ``samples`` samples (frames x bins)."""
+    return (samples // hop + 1) * (n_fft // 2 + 1)
+
+
 def _relations(c: dict[str, Any]) -> list[tuple[str, bool, str]]:
     """``(key, holds, expected)`` for the rules between keys (numbers already within RANGES)."""
-    n_fft, heads = c["model.n_fft"], c["model.heads"]
+    n_fft, heads, hop = c["model.n_fft"], c["model.heads"], c["model.hop"]
+    cells = stft_cells(n_fft, hop, c["data.segment_samples"])
     return [
-        ("model.hop", c["model.hop"] <= n_fft, f"<= model.n_fft ({n_fft})"),
+        ("model.hop", hop <= n_fft, f"<= model.n_fft ({n_fft})"),
+        ("model.hop", hop * MAX_OVERLAP >= n_fft, f">= model.n_fft / {MAX_OVERLAP} ({-(-n_fft // MAX_OVERLAP)})"),
+        ("data.segment_samples", cells <= MAX_TF_CELLS,
+         f"a spectrogram of at most {MAX_TF_CELLS} cells ({cells} at n_fft {n_fft}, hop {hop})"),
         ("data.segment_samples", c["data.segment_samples"] >= n_fft, f">= model.n_fft ({n_fft})"),
         ("data.gain_max", c["data.gain_max"] >= c["data.gain_min"], f">= data.gain_min ({c['data.gain_min']})"),
         # attention splits the width among the heads; the sine/cosine position code needs it even

@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from sgn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STFTSpec, audio_info, read_audio_block
-from sgn.utils import SGNError, atomic_path, check_class_names, shorten
+from sgn.utils import SGNError, atomic_path, check_class_names, check_path, shorten
 
 # The 11 instrument classes of MUSIC (Zhao et al., 2018), in the order class ids follow.
 MUSIC_CLASSES: tuple[str, ...] = (
@@ -198,7 +198,7 @@ def read_index(path: str | os.PathLike) -> pd.DataFrame:
         SGNError: naming the file, row and column of the first bad cell, or the first
         clip that is missing, unreadable, at another rate or shorter than listed.
     """
-    path = Path(path)
+    path = check_path(path, "index")
     frame = _read_table(path, INDEX_COLUMNS, ("path", "class", "split"), "index file",
                         "`sgn data synth` or `sgn data download`")
     _check_index_rows(str(path), frame)
@@ -404,6 +404,10 @@ class MixtureDataset(torch.utils.data.Dataset):
         return build_mixture(specs, class_ids, self.n_range[1], self.stft)
 
 
+MAX_MIXTURES = 100_000  # a list of 100k mixtures takes hours to evaluate; more is a typo
+MAX_SEGMENT = 2**22  # data.segment_samples' bound (sgn.config.RANGES): 6 minutes at 11025 Hz
+
+
 def make_mixture_list(
     index: pd.DataFrame,
     split: str,
@@ -425,10 +429,9 @@ def make_mixture_list(
     ``path`` holds absolute clip paths; :func:`write_mixture_list` stores them relative
     to the list's own folder, so a list and its data set can move together.
     """
-    if count <= 0:
-        raise SGNError(f"count: expected a positive number of mixtures, got {count}")
-    if segment_samples <= 0:
-        raise SGNError(f"segment_samples: expected a positive length, got {segment_samples}")
+    for name, value, high in (("count", count, MAX_MIXTURES), ("segment_samples", segment_samples, MAX_SEGMENT)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 1 <= value <= high:
+            raise SGNError(f"{name}: expected a whole number in 1..{high}, got {shorten(value)}")
     if split not in SPLITS:
         raise SGNError(f"split: expected one of {list(SPLITS)}, got {split!r}")
     if mode not in MIXTURE_MODES:
@@ -455,9 +458,16 @@ def _ensemble_mixtures(index: pd.DataFrame, split: str, n_range: tuple[int, int]
                        gain_range: tuple[float, float]) -> list[list[SourceSpec]]:
     """``count`` mixtures of the parts of ``split``'s ensemble pieces, parts aligned."""
     where = index.attrs.get("path", "index")
-    parts = index[index["piece"].notna()] if "piece" in index.columns else index.iloc[:0]
+    if "piece" not in index.columns:
+        raise SGNError(f"{where}: no 'piece' column (a data set made without ensembles); "
+                       "mode ensemble needs the parts of ensemble pieces")
+    parts = index[index["piece"].notna()]
     parts = parts[(parts["split"] == split) & (parts["num_samples"] >= segment_samples)]
     pieces = [group.sort_values("class") for _, group in parts.groupby("piece", sort=True)]
+    repeated = next((group for group in pieces if group["class"].duplicated().any()), None)
+    if repeated is not None:
+        raise SGNError(f"{where}: ensemble piece {shorten(repeated['piece'].iloc[0])} has two parts of one class; "
+                       "expected one part per class")
     if not pieces:
         raise SGNError(f"{where}: no ensemble piece in split {split} with parts of at least {segment_samples} samples")
     fewest = min(len(group) for group in pieces)
@@ -520,7 +530,7 @@ def read_mixture_list(path: str | os.PathLike) -> pd.DataFrame:
     Raises:
         SGNError: naming the file and the row and column, or the mixture, that is wrong.
     """
-    path = Path(path)
+    path = check_path(path, "mixtures")
     frame = _read_table(path, MIXTURE_COLUMNS, ("path", "class"), "mixture list", "`sgn data mixtures`")
     _check_mixture_rows(str(path), frame)
     for mixture_id, rows in frame.groupby("mixture_id", sort=True):

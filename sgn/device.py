@@ -22,11 +22,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in DEVICES:
-        raise SGNError(f"device: expected one of {list(DEVICES)} (or cuda:N), got {shorten(str(device))}")
+        parsed = None
+    if parsed is None or parsed.type not in DEVICES:
+        raise SGNError(f"device: expected one of {list(DEVICES)} (or cuda:N), got {shorten(device)}")
+    device = parsed
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SGNError("device: cuda requested but no CUDA GPU is available (use --device cpu or auto)")
     return device

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from sgn.audio import STFTSpec
 from sgn.checkpoint import load_model
+from sgn.config import MAX_OVERLAP
 from sgn.data import FixedMixtureDataset, index_classes, read_index, read_mixture_list
 from sgn.device import resolve_device
 from sgn.metrics import SilentSignalError, evaluate_mixture_batch, score_padded_batch, scores_frame, summarize
@@ -131,19 +132,25 @@ def score_estimator(
 
 # The shortest STFT accepted: 9 frequency bins.
 MIN_N_FFT = 16
+MAX_N_FFT = 65536  # model.n_fft's bound (sgn.config.RANGES)
+MAX_BATCH = 4096
 
 
 def check_settings(*, n_fft: int = MIN_N_FFT, hop: int = 1, batch_size: int = 1) -> None:
-    """Raise :class:`SGNError` unless ``n_fft >= 16``, ``1 <= hop <= n_fft`` and ``batch_size >= 1`` (integers)."""
+    """Raise :class:`SGNError` unless ``16 <= n_fft <= 65536``, ``n_fft / 16 <= hop <= n_fft``
+    (the bounds of a training config, :data:`sgn.config.MAX_OVERLAP`) and
+    ``1 <= batch_size <= 4096`` (integers)."""
     def whole(value) -> bool:
         return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
-    if not whole(n_fft) or n_fft < MIN_N_FFT:
-        raise SGNError(f"n_fft: got {shorten(n_fft)}; expected a whole number of samples >= {MIN_N_FFT}")
-    if not whole(hop) or not 1 <= hop <= n_fft:
-        raise SGNError(f"hop: got {shorten(hop)}; expected a whole number of samples in 1..n_fft ({n_fft})")
-    if not whole(batch_size) or batch_size < 1:
-        raise SGNError(f"batch_size: got {shorten(batch_size)}; expected a whole number >= 1")
+    if not whole(n_fft) or not MIN_N_FFT <= n_fft <= MAX_N_FFT:
+        raise SGNError(f"n_fft: got {shorten(n_fft)}; expected a whole number of samples in {MIN_N_FFT}..{MAX_N_FFT}")
+    low = -(-n_fft // MAX_OVERLAP)
+    if not whole(hop) or not low <= hop <= n_fft:
+        raise SGNError(f"hop: got {shorten(hop)}; expected a whole number of samples in {low}..{n_fft} "
+                       f"(n_fft / {MAX_OVERLAP} to n_fft)")
+    if not whole(batch_size) or not 1 <= batch_size <= MAX_BATCH:
+        raise SGNError(f"batch_size: got {shorten(batch_size)}; expected a whole number in 1..{MAX_BATCH}")
 
 
 def evaluate(
@@ -178,6 +185,9 @@ def evaluate(
     """
     if (checkpoint is None) == (method is None):
         raise SGNError("evaluate: give exactly one of --checkpoint or --method")
+    if method is not None and method not in REFERENCE_METHODS:
+        raise SGNError(f"method: unknown method {shorten(method)}; expected one of {list(REFERENCE_METHODS)} "
+                       "or a checkpoint")
     check_settings(n_fft=n_fft, hop=hop, batch_size=batch_size)
     frame = read_mixture_list(mixtures)
     if checkpoint is not None:

@@ -147,6 +147,8 @@ def read_provenance(folder: str | Path) -> dict | None:
 def data_identity(index_path: str | Path) -> dict[str, str]:
     """``{file: sha256}`` of a data set's ``index.csv`` and its preparation record, less its time of writing."""
     index_path = Path(index_path)
+    if not index_path.is_file():
+        raise SGNError(f"data.index: {index_path} not found (expected a data set's index.csv)")
     identity = {"index.csv": sha256_file(index_path)}
     record = read_provenance(index_path.parent)
     if record is not None:

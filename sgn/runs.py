@@ -77,7 +77,7 @@ def _stored_fingerprint(folder: Path) -> dict:
 
 
 def open_run(folder: str | Path, config: TrainConfig, *, resume: bool, stale: str = "refuse",
-             write: bool = True) -> RunFolder:
+             write: bool = True, overwrite: bool = False) -> RunFolder:
     """Check a run folder against ``config`` and the current code and data, before any work.
 
     Args:
@@ -88,6 +88,8 @@ def open_run(folder: str | Path, config: TrainConfig, *, resume: bool, stale: st
             ``"refuse"`` (one line naming the changed files) or ``"retrain"`` (start over).
         write: create the folder and write ``config.yaml`` and ``fingerprint.json``
             (only rank 0 of a distributed run does).
+        overwrite: replace weights or metrics that no resumable run of this project holds
+            (a ``best.pt`` without ``last.pt``: someone's model, or a run of other code).
 
     Raises:
         SGNError: a folder that holds another run, or (``resume=False``) any run.
@@ -99,6 +101,8 @@ def open_run(folder: str | Path, config: TrainConfig, *, resume: bool, stale: st
     # A config.yaml without last.pt is a run that failed before its first checkpoint:
     # nothing to resume or to lose, so it is started over, with whatever config.
     resumable = (folder / "last.pt").exists()
+    if not resumable and not overwrite:
+        _check_replaceable(folder, config, fingerprint)
     if resumable:
         _check_existing(folder, config, resume)
         changed = fingerprint_changes(_stored_fingerprint(folder), fingerprint)
@@ -116,6 +120,22 @@ def open_run(folder: str | Path, config: TrainConfig, *, resume: bool, stale: st
         save_config(config, folder / "config.yaml")
         atomic_write_text(folder / "fingerprint.json", json.dumps(fingerprint, indent=2, sort_keys=True) + "\n")
     return RunFolder(folder, fingerprint, resumable)
+
+
+def _check_replaceable(folder: Path, config: TrainConfig, fingerprint: dict) -> None:
+    """Without ``last.pt``, weights or metrics are replaced only when they are this very run's
+    (same config and fingerprint: it was stopped between writing ``best.pt`` and ``last.pt``)."""
+    kept = [name for name in ("best.pt", "metrics.csv") if (folder / name).exists()]
+    if not kept:
+        return
+    ours = (folder / "config.yaml").is_file() and _stored_fingerprint(folder).get("sha256") == fingerprint["sha256"]
+    try:
+        ours = ours and to_dict(load_config(folder / "config.yaml")) == to_dict(config)
+    except SGNError:
+        ours = False
+    if not ours:
+        raise SGNError(f"{folder}: holds {' and '.join(kept)} but no last.pt (not a run this command can continue); "
+                       "pass --overwrite to replace them or choose another --out")
 
 
 def _check_existing(folder: Path, config: TrainConfig, resume: bool) -> None:

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -25,7 +25,8 @@ from sgn.audio import audio_info, check_audio, check_rate, read_blocks, resample
 from sgn.checkpoint import load_model
 from sgn.device import resolve_device
 from sgn.interface import MaskSeparator
-from sgn.utils import SGNError, atomic_write_text, check_output, child_path, remove_stale_staging, shorten
+from sgn.utils import (SGNError, atomic_write_text, check_output, check_path, child_path, remove_stale_staging,
+                       shorten)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class Separator:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Separator":
+        if not isinstance(path, (str, os.PathLike)):
+            raise SGNError(f"checkpoint: expected a file path, got {shorten(path)}")
         device = resolve_device(device)
         model, config, _ = load_model(path, map_location=device)
         return cls(model, config.data.sample_rate, config.data.segment_samples, device)
@@ -72,6 +75,8 @@ class Separator:
     def check_classes(self, classes: str | Sequence[str]) -> list[str]:
         """The requested classes as a list (one name may be given as a string); one SGNError
         for an empty request, a repeated name or a class this model does not know."""
+        if isinstance(classes, bytes) or not isinstance(classes, (str, Sequence)):
+            raise SGNError(f"classes: expected a class name or a list of them, got {shorten(classes)}")
         names = [classes] if isinstance(classes, str) else list(classes)
         if not names:
             raise SGNError(f"classes: name at least one class; this model knows {self.classes}")
@@ -161,15 +166,8 @@ class Separator:
         Returns:
             ``{class: [L] float32 at sample_rate}``.
         """
-        wave = np.asarray(mixture, dtype=np.float32)
-        if wave.ndim == 2:
-            if wave.shape[0] > wave.shape[1] > 0 and wave.shape[1] <= MAX_CHANNELS:  # [L, channels], as soundfile
-                wave = wave.T
-            log.info("downmixed %d channels to mono", wave.shape[0])
-            wave = wave.mean(axis=0) if wave.size else np.zeros(0, np.float32)
-        if wave.ndim != 1:
-            raise SGNError(f"mixture: expected [L] or [channels, L] samples, got shape {wave.shape}")
-        check_rate(sample_rate, "sample_rate")
+        wave = _mono(mixture)
+        sample_rate = check_rate(sample_rate, "sample_rate")
         check_audio(wave, "mixture", min_samples=self._min_samples(sample_rate))
         block = round(self.block_seconds * sample_rate)
         names, stream = self._stream(lambda: (wave[i : i + block] for i in range(0, len(wave), block)),
@@ -192,7 +190,8 @@ class Separator:
         Returns:
             ``{class: path}``.
         """
-        path, out_dir = Path(path), check_output(out_dir, kind="dir", inputs=[path])
+        path = check_path(path, "mixture")
+        out_dir = check_output(check_path(out_dir, "out_dir"), kind="dir", inputs=[path])
         frames, rate, _ = audio_info(path)
         if frames < self._min_samples(rate):
             raise SGNError(f"{path}: {frames} samples, expected at least {self._min_samples(rate)}")
@@ -233,7 +232,8 @@ def _write_stems(stream: Iterator[np.ndarray], names: Sequence[str], rate: int, 
                  source: Path) -> dict[str, Path]:
     """Write ``[N, n]`` blocks as one 16-bit WAV per class in ``staging``, each scaled by its own
     peak where masks pushed it past full scale (a float pass first, then the 16-bit copy)."""
-    floats = {name: staging / f"{name}.f32.wav" for name in names}
+    # staging names by position: no two classes can share one (class "a.f32" and class "a")
+    floats = {name: staging / f"float-{i}.wav" for i, name in enumerate(names)}
     peaks = np.zeros(len(names))
     writers = [sf.SoundFile(str(floats[n]), "w", rate, 1, subtype="FLOAT") for n in names]
     try:
@@ -245,13 +245,31 @@ def _write_stems(stream: Iterator[np.ndarray], names: Sequence[str], rate: int, 
         for writer in writers:
             writer.close()
     final = {}
-    for name, peak in zip(names, peaks):
-        final[name] = staging / f"{name}.wav"
+    for i, (name, peak) in enumerate(zip(names, peaks)):
+        final[name] = staging / f"pcm-{i}.wav"
         scale = 1.0 / max(1.0, peak / 0.999)  # scale rather than clip
         with sf.SoundFile(str(final[name]), "w", rate, 1, subtype="PCM_16") as out:
             for part in sf.blocks(str(floats[name]), blocksize=1 << 18, dtype="float32"):
                 out.write(part * scale)
     return final
+
+
+def _mono(mixture: Any) -> np.ndarray:
+    """``[L]``, ``[channels, L]`` or ``[L, channels]`` numbers as ``[L]`` float32 (channels averaged)."""
+    wave = np.asarray(mixture)
+    if wave.dtype.kind not in "biuf":
+        raise SGNError(f"mixture: expected an array of real numbers (audio samples), got dtype {wave.dtype}")
+    wave = wave.astype(np.float32, copy=False)
+    if wave.ndim == 2:
+        channel_axis = 1 if wave.shape[0] > wave.shape[1] else 0  # soundfile reads [L, channels]
+        if wave.shape[channel_axis] > MAX_CHANNELS:
+            raise SGNError(f"mixture: shape {wave.shape} has {wave.shape[channel_axis]} channels; "
+                           f"expected [L] or [channels, L] with at most {MAX_CHANNELS} channels")
+        log.info("downmixed %d channels to mono", wave.shape[channel_axis])
+        wave = wave.mean(axis=channel_axis) if wave.size else np.zeros(0, np.float32)
+    if wave.ndim != 1:
+        raise SGNError(f"mixture: expected [L] or [channels, L] samples, got shape {wave.shape}")
+    return wave
 
 
 def _not_silent(blocks: Iterable[np.ndarray], source: Path) -> Iterator[np.ndarray]:

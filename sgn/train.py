@@ -277,6 +277,7 @@ def train(
     stale: str = "refuse",
     progress: bool = True,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train one run; return the metrics history (one dict per logged step).
 
@@ -294,9 +295,11 @@ def train(
         progress: show a progress bar.
         stop_after: stop (as if killed) after this many steps of this call; for tests
             of resuming and for budgeted runs.
+        overwrite: replace a ``best.pt`` or ``metrics.csv`` that no resumable run of this
+            config holds (refused otherwise: it may be someone's model).
     """
     config.check()  # again: a config's fields may have been changed since it was built
-    check_output(out_dir, kind="dir", flag="--out")
+    check_output(out_dir, kind="dir", flag="--out", input_dirs=[Path(config.data.index).parent])
     if stop_after is not None and stop_after < 1:
         raise SGNError(f"stop_after is {stop_after}; expected a positive number of steps")
     world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -306,7 +309,7 @@ def train(
     rank, world_size, device_t = _init_distributed(device)
     try:
         return _train(config, Path(out_dir), device_t, rank, world_size,
-                      resume=resume, stale=stale, progress=progress, stop_after=stop_after)
+                      resume=resume, stale=stale, progress=progress, stop_after=stop_after, overwrite=overwrite)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -393,10 +396,10 @@ def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[s
 
 
 def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
-           resume: bool, stale: str, progress: bool, stop_after: int | None) -> list[dict]:
+           resume: bool, stale: str, progress: bool, stop_after: int | None, overwrite: bool) -> list[dict]:
     master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
     autocast = autocast_for(config.precision, device_t)  # an unsupported precision fails before any write
-    run = open_run(out_dir, config, resume=resume, stale=stale, write=master)
+    run = open_run(out_dir, config, resume=resume, stale=stale, write=master, overwrite=overwrite)
     if ddp:
         dist.barrier()  # every rank has checked the folder before rank 0 writes to it
     torch.manual_seed(config.seed)

@@ -64,12 +64,20 @@ def check_class_names(names: Any, source: str) -> list[str]:
                 f"{source}: class name {shorten(name)} is not allowed "
                 "(1-64 of A-Z a-z 0-9 _ - + and inner dots, no '..')"
             )
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for name in names:
-        if name in seen:
-            raise SGNError(f"{source}: class {name!r} is listed twice")
-        seen.add(name)
+        if name.casefold() in seen:
+            twice = "is listed twice" if seen[name.casefold()] == name else f"and {seen[name.casefold()]!r} differ only in case"
+            raise SGNError(f"{source}: class {name!r} {twice} (each class is a file name)")
+        seen[name.casefold()] = name
     return names
+
+
+def check_path(value: Any, name: str) -> Path:
+    """``value`` as a :class:`Path`; one line unless it is a ``str`` or ``os.PathLike`` (not empty)."""
+    if isinstance(value, (str, os.PathLike)) and str(value) and "\0" not in str(value):
+        return Path(value)
+    raise SGNError(f"{name}: expected a file path, got {shorten(value)}")
 
 
 def child_path(folder: str | os.PathLike, name: str) -> Path:
@@ -88,18 +96,32 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a symlink loop: not inside anything we can name
+        return False
+
+
 def check_output(path: str | os.PathLike, *, kind: str = "file", inputs: Sequence[str | os.PathLike] = (),
-                 flag: str = "--out") -> Path:
+                 input_dirs: Sequence[str | os.PathLike] = (), flag: str = "--out") -> Path:
     """Check, before any work, that ``path`` can receive an output ``kind`` ("file" or "dir").
 
-    Refused in one line: an output that is one of ``inputs``, a folder where a file is
-    expected and the reverse, a path under an existing file, and a destination folder
-    that cannot be written.
+    Refused in one line: an output that is one of ``inputs`` or is, or lies in, one of
+    ``input_dirs`` (folders whose every file is an input: a data set, a checkpoint's run
+    folder), a folder where a file is expected and the reverse, a path under an existing file, a dangling or looping symlink, and a
+    destination folder that cannot be written.
     """
     path = Path(path)
     for item in inputs:
         if _same_file(path, Path(item)):
             raise SGNError(f"{flag} {path}: is also an input of this command; choose another path")
+    for folder in input_dirs:
+        if _inside(path, Path(folder)):
+            raise SGNError(f"{flag} {path}: lies inside {folder}, an input of this command; choose a path outside it")
+    broken = next((p for p in (path, *path.parents) if p.is_symlink() and not p.exists()), None)
+    if broken is not None:
+        raise SGNError(f"{flag} {path}: {broken} is a dangling or looping symlink; expected a {kind} path")
     if kind == "file" and path.is_dir():
         raise SGNError(f"{flag} {path}: is a folder; expected a file path")
     if kind == "dir" and path.exists() and not path.is_dir():
@@ -209,6 +231,18 @@ def _too_deep(source: str) -> SGNError:
     return SGNError(f"{source}: YAML nested more than {MAX_YAML_DEPTH} levels deep; expected a shallower file")
 
 
+def _check_unique_keys(node: yaml.MappingNode, source: str) -> None:
+    """A key given twice in one mapping is refused: YAML loaders keep the last silently."""
+    seen = set()
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        if (key.tag, key.value) in seen:
+            raise SGNError(f"{source}: key {shorten(key.value)} appears twice in one mapping "
+                           f"(line {key.start_mark.line + 1}); expected each key once")
+        seen.add((key.tag, key.value))
+
+
 def _count_yaml_values(root: yaml.Node, source: str) -> None:
     """Refuse a composed YAML document that expands to too many values, nests too deeply or
     refers to itself; each node is counted once (memoised), so this is linear in the file."""
@@ -223,6 +257,7 @@ def _count_yaml_values(root: yaml.Node, source: str) -> None:
             return expanded[id(node)]
         expanded[id(node)] = None
         if isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, source)
             children = [child for pair in node.value for child in pair]
         else:
             children = node.value if isinstance(node, yaml.SequenceNode) else []

@@ -15,8 +15,11 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Iterator, Mapping
+
+from sgn.utils import SGNError
 
 _PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -45,6 +48,38 @@ def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def watched(pool: ProcessPoolExecutor, futures: Mapping[Future, str], stall_s: float, doing: str) -> Iterator[Any]:
+    """Yield each future's result as it completes. A worker that dies (a crash in native code
+    kills it with a signal) or no result within ``stall_s`` seconds (a hang) ends the pool and
+    raises one :class:`SGNError` naming what the unfinished futures were working on
+    (``futures[f]``: a file) and ``doing``."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=stall_s, return_when=FIRST_COMPLETED)
+        if not done:
+            _kill_workers(pool)
+            raise SGNError(f"{_names(futures, pending)}: no progress {doing} for {stall_s:g} s; stopped "
+                           "(a damaged file can hang its native reader)")
+        for future in done:
+            try:
+                yield future.result()
+            except BrokenProcessPool:
+                _kill_workers(pool)
+                raise SGNError(f"{_names(futures, pending | {future})}: a worker died {doing} (killed by a "
+                               "signal: a crash in native code, most likely on a damaged file)") from None
+
+
+def _names(futures: Mapping[Future, str], unfinished: set[Future]) -> str:
+    return ", ".join(sorted({futures[f] for f in unfinished}))
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL the pool's workers, so that its shutdown does not wait on a hung one."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.kill()
 
 
 def _die_with_parent(parent_pid: int, threads: int) -> None:

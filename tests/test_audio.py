@@ -133,7 +133,7 @@ def test_file_rates_outside_the_range_are_refused(tmp_path, rate):
         one_line(err, f"r{rate}.wav", f"sample rate {rate} Hz", "4000..192000")
 
 
-@pytest.mark.parametrize("rate", [0, -1, 1, 3999, 192001, 11025.0, "11025", True, None])
+@pytest.mark.parametrize("rate", [0, -1, 1, 3999, 192001, 11025.5, "11025", True, None])
 def test_resample_rates_outside_the_range_are_refused(rate):
     from sgn.audio import StreamResampler
 

@@ -34,6 +34,22 @@ def _set_config(section, name, value):
     return change
 
 
+def _weight(change):
+    """Apply ``change`` to the first floating-point weight (it returns the new tensor or changes it in place)."""
+    def apply(state):
+        name = next(k for k, v in state["model"].items() if v.is_floating_point())
+        changed = change(state["model"][name])
+        state["model"][name] = state["model"][name] if changed is None or changed is state["model"][name] else changed
+    return apply
+
+
+def _configs(*changes):
+    def apply(state):
+        for section, name, value in changes:
+            state["config"][section][name] = value
+    return apply
+
+
 def _delete(key):
     def change(state):
         del state[key]
@@ -75,6 +91,17 @@ HOSTILE = {
     "unknown_key": (_set_config("model", "widht", 1), "did you mean model.width"),
     "config_value_huge": (_set_config("model", "depth", list(range(100_000))), "model.depth"),
     "layout_rule": (_set_config("model", "warped_bins", 60), "patch_freq"),
+    # issue 20: weights are checked for numbers, not only for names and shapes
+    "weight_nan": (_weight(lambda w: w.fill_(float("nan"))), "holds NaN or infinite values"),
+    "weight_inf": (_weight(lambda w: w.fill_(float("inf"))), "holds NaN or infinite values"),
+    "weight_sparse": (_weight(lambda w: w.to_sparse()), "is sparse_coo; expected a dense tensor"),
+    "weight_complex": (_weight(lambda w: w.to(torch.complex64)), "expected real numbers"),
+    "weight_bool": (_weight(lambda w: w > 0), "expected real numbers"),
+    "fingerprint_not_a_record": (_set("fingerprint", torch.zeros(3)), "fingerprint is"),
+    "classes_differ_in_case": (_set("classes", ["cello", "Cello", "trumpet"]), "differ only in case"),
+    # in-range values whose cost is not: a 2 s separation past 6 GB (issue 20)
+    "segment_huge_hop_1": (_configs(("data", "segment_samples", 4194304), ("model", "hop", 1)), "model.hop"),
+    "cells_too_many": (_configs(("data", "segment_samples", 4194304), ("model", "hop", 64)), "data.segment_samples"),
 }
 
 

@@ -161,14 +161,14 @@ BAD_INDEX_CELLS = [
 
 
 @pytest.mark.parametrize("column,value", BAD_INDEX_CELLS)
-def test_read_index_refuses_bad_cells(clips, column, value, capsys):
+def test_read_index_refuses_bad_cells(clips, column, value, capsys, tmp_path_factory):
     index = write_csv(clips / "index.csv", INDEX_COLUMNS, [GOOD_INDEX[0], {**GOOD_INDEX[1], column: value}])
     with pytest.raises(SGNError) as err:
         read_index(index)
     where = "index.csv: class" if column == "class" and value else "index.csv: row 3, column " + column
     one_line(str(err.value), where)
-    # the CLI says the same in one line, exits 2 and writes nothing
-    out = clips / "list.csv"
+    # the CLI says the same in one line, exits 2 and writes nothing (outside the data set's folder)
+    out = tmp_path_factory.mktemp("lists") / "list.csv"
     assert main(["data", "mixtures", "--index", index, "--out", str(out), "--count", "1"]) == 2
     assert capsys.readouterr().err.strip() == f"sgn: error: {err.value}"
     assert not out.exists()

@@ -180,16 +180,20 @@ def test_score_padded_batch_on_cuda_equals_cpu():
 @pytest.mark.parametrize(
     "settings,fragment",
     [
-        ({"n_fft": 0}, "n_fft: got 0; expected a whole number of samples >= 16"),
+        ({"n_fft": 0}, "n_fft: got 0; expected a whole number of samples in 16..65536"),
+        ({"n_fft": 65538, "hop": 8192}, "n_fft: got 65538"),
         ({"n_fft": -1}, "n_fft: got -1"),
         ({"n_fft": 15}, "n_fft: got 15"),
         ({"n_fft": 254.0}, "n_fft: got 254.0"),
         ({"n_fft": "254"}, "n_fft: got '254'"),
-        ({"hop": 0}, "hop: got 0; expected a whole number of samples in 1..n_fft (254)"),
+        ({"hop": 0}, "hop: got 0; expected a whole number of samples in 16..254 (n_fft / 16 to n_fft)"),
+        ({"hop": 15}, "hop: got 15"),
+        ({"n_fft": 8192, "hop": 1}, "hop: got 1; expected a whole number of samples in 512..8192"),
         ({"hop": -64}, "hop: got -64"),
         ({"hop": 255}, "hop: got 255"),
         ({"hop": None}, "hop: got None"),
-        ({"batch_size": 0}, "batch_size: got 0; expected a whole number >= 1"),
+        ({"batch_size": 0}, "batch_size: got 0; expected a whole number in 1..4096"),
+        ({"batch_size": 10**20}, "batch_size: got 100000000000000000000"),
         ({"batch_size": -8}, "batch_size: got -8"),
         ({"batch_size": 2.5}, "batch_size: got 2.5"),
         ({"batch_size": True}, "batch_size: got True"),
@@ -201,7 +205,8 @@ def test_evaluate_refuses_bad_settings(tiny_test_list, settings, fragment):
     assert "\n" not in str(err.value) and fragment in str(err.value)
 
 
-@pytest.mark.parametrize("flag,value", [("--n-fft", "0"), ("--hop", "0"), ("--hop", "2000"), ("--batch-size", "0")])
+@pytest.mark.parametrize("flag,value", [("--n-fft", "0"), ("--hop", "0"), ("--hop", "2000"), ("--batch-size", "0"),
+                                        ("--hop", "1"), ("--batch-size", "1" * 20), ("--n-fft", "²")])
 def test_cli_evaluate_bad_settings_write_nothing(tiny_test_list, tmp_path, capsys, flag, value):
     out = tmp_path / "irm.csv"
     assert main(["evaluate", "--method", "irm", "--mixtures", str(tiny_test_list), flag, value,

@@ -90,7 +90,7 @@ def test_means_by_variant_keep_the_variants_order(study):
 def test_unknown_variant_and_no_seed_are_one_line(tiny_test_list, tmp_path):
     with pytest.raises(SGNError, match="unknown variant 'k3'; known: "):
         pick_variants(CLASS_TOKEN_VARIANTS, ["full", "k3"])
-    with pytest.raises(SGNError, match="name at least one seed"):
+    with pytest.raises(SGNError, match="seeds: expected a list of one or more whole numbers"):
         run_study({"full": {}}, [], config="smoke", mixtures=tiny_test_list, runs_dir=tmp_path)
     assert list(pick_variants(NUM_SOURCES_VARIANTS, [])) == ["trained_on_2", "trained_on_1to4"]
 

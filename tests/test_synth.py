@@ -18,6 +18,7 @@ import sgn.synthmusic.build as build
 import sgn.synthmusic.ensembles as ensembles
 import sgn.synthmusic.render as render
 import sgn.synthmusic.scores as scores
+import sgn.synthmusic.sfcheck as sfcheck
 from sgn.audio import check_audio, load_audio
 from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
 from sgn.synthmusic.banks import BANKS
@@ -162,10 +163,23 @@ def test_bad_bank_arguments_are_one_line(tmp_path, change, match):
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
 
 
-def test_a_bank_missing_a_program_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(banks.BankPlayer, "has_program", lambda self, program: program != 58)
-    with pytest.raises(SGNError, match=r"bank \w+ \(.*\) has no preset for GM program 58 \(0-based\) of tuba"):
-        render_synth_music(tmp_path / "out", **TINY)
+def pdta_list(path: Path, name: str) -> tuple[int, int]:
+    """``(offset, size)`` of one of a SoundFont's pdta lists."""
+    with open(path, "rb") as f:
+        top = sfcheck._chunks(f, 12, path.stat().st_size, str(path))
+        return sfcheck._chunks(f, top["pdta"][0], sum(top["pdta"]), str(path))[name]
+
+
+def test_a_bank_missing_a_program_is_refused(tmp_path):
+    font = bytearray(default_soundfont_path().read_bytes())
+    offset, size = pdta_list(default_soundfont_path(), "phdr")
+    for at in range(offset, offset + size, 38):  # move GM program 58 (tuba) out of bank 0
+        if font[at + 20:at + 24] == (58).to_bytes(2, "little") + bytes(2):
+            font[at + 22] = 5
+    custom = tmp_path / "no_tuba.sf2"
+    custom.write_bytes(bytes(font))
+    with pytest.raises(SGNError, match=r"bank custom \(.*no_tuba.sf2\) has no preset for GM program 58 \(0-based\) of tuba"):
+        render_synth_music(tmp_path / "out", soundfont=custom, **TINY)
     assert not (tmp_path / "out").exists()
 
 
@@ -216,7 +230,7 @@ def test_existing_dir_with_another_set_or_foreign_files_is_refused(tiny, tmp_pat
     with pytest.raises(SGNError, match="foreign: not empty and holds no prepare.json"):
         render_synth_music(foreign, jobs=1, **TINY)
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(SGNError, match="not a folder"):
+    with pytest.raises(SGNError, match="a_file: is an existing file; expected a folder"):
         render_synth_music(tmp_path / "a_file", jobs=1, **TINY)
 
 
@@ -231,7 +245,7 @@ def _bad_soundfont(tmp_path: Path) -> Path:
     [
         ({"classes": ["tuba", "banjo"]}, r"classes: unknown class 'banjo'; known classes: accordion, acoustic_guitar"),
         ({"soundfont": "missing.sf2"}, r"soundfont: .*missing.sf2 not found"),
-        ({"soundfont": _bad_soundfont}, r"soundfont: .*broken.sf2 is not a readable SoundFont \(.sf2/.sf3\) file"),
+        ({"soundfont": _bad_soundfont}, r"soundfont: .*broken.sf2: not a SoundFont \(expected a RIFF sfbk file, .sf2 or .sf3\)"),
         ({"soundfont": "."}, r"soundfont: .* not found \(expected a .sf2 or .sf3 file\)"),
         ({"seconds": 0}, r"seconds: expected a positive number"),
         ({"seconds": -1.0}, r"seconds: expected a positive number"),
@@ -246,11 +260,13 @@ def _bad_soundfont(tmp_path: Path) -> Path:
         ({"clips_per_class": 10001}, r"clips_per_class: expected an integer in 4..10000 .*got 10001"),
         ({"clips_per_class": 10**12}, r"clips_per_class: .*got 1000000000000"),
         ({"clips_per_class": 5.0}, r"clips_per_class: .*got 5.0"),
-        ({"seconds": 600, "clips_per_class": 200}, r"seconds x clips_per_class x classes: 240000 s of audio, .*"),
+        ({"seconds": 600, "clips_per_class": 200}, r"404 clips \(solo clips and ensemble parts\) of 600 s: 242400 s of audio"),
+        # ensemble parts count too (issue 20: 1000 pieces of 600 s passed a cap that ignored them)
+        ({"seconds": 600, "ensembles": 1000}, r"4008 clips \(solo clips and ensemble parts\) of 600 s: 2.4048e\+06 s"),
         ({"sample_rate": 0}, r"sample_rate: expected an integer number of Hz in 8000..48000"),
         ({"sample_rate": 4000}, r"sample_rate: expected an integer number of Hz in 8000..48000"),
         ({"sample_rate": 96000}, r"sample_rate: .* got 96000"),
-        ({"sample_rate": 11025.0}, r"sample_rate: .* got 11025.0"),
+        ({"sample_rate": 11025.5}, r"sample_rate: .* got 11025.5"),
         ({"seed": -1}, r"seed: expected a non-negative integer"),
         ({"seed": "x" * 1000}, r"seed: expected a non-negative integer, got 'xxx.*\.\.\.$"),
         ({"jobs": 0}, r"jobs: expected a whole number of processes in 1\.\.\d+ \(the CPU count\)"),
@@ -270,19 +286,20 @@ def test_invalid_arguments(tmp_path, change, match):
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
-    real_save = build.save_audio
-    calls = []
+    real_watched = build.watched
+    done = []
 
-    def failing_save(*args, **kwargs):
-        calls.append(args[0])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_save(*args, **kwargs)
+    def interrupted(*args, **kwargs):  # Ctrl-C in the parent after three clips were written
+        for result in real_watched(*args, **kwargs):
+            done.append(result)
+            if len(done) == 3:
+                raise KeyboardInterrupt
+            yield result
 
-    monkeypatch.setattr(build, "save_audio", failing_save)
+    monkeypatch.setattr(build, "watched", interrupted)
     with pytest.raises(KeyboardInterrupt):
         render_synth_music(tmp_path / "out", jobs=1, **TINY)
-    assert len(calls) == 3
+    assert len(done) == 3
     assert list(tmp_path.iterdir()) == []  # neither out nor the hidden partial folder
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import lzma
 import os
 import posixpath
 import re
@@ -26,7 +27,7 @@ from sgn.utils import SGNError
 
 log = logging.getLogger(__name__)
 
-_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError)
+_CORRUPT = (tarfile.TarError, zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, lzma.LZMAError, EOFError)
 
 
 def _escapes(name: str) -> bool:
@@ -142,6 +143,8 @@ def extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     except SGNError:
         raise
     except _CORRUPT as err:
-        raise SGNError(f"{archive}: corrupt archive ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())  # some decoders' messages span lines
+        reason = reason if len(reason) <= 120 else reason[:117] + "..."
+        raise SGNError(f"{archive}: corrupt archive ({type(err).__name__}: {reason})") from None
     log.debug("unpacked %s into %s", archive.name, root)
     return root

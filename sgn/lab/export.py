@@ -118,12 +118,18 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike)
         SGNError: an unreadable checkpoint, an architecture that cannot be exported, or
             an output that cannot be written (checked before any work).
     """
-    checkpoint, out_dir = Path(checkpoint), check_output(out_dir, kind="dir", inputs=[checkpoint])
+    checkpoint = Path(checkpoint)
+    # the checkpoint's own folder is refused too: model.onnx and model.json would land among its files
+    out_dir = check_output(out_dir, kind="dir", inputs=[checkpoint, checkpoint.parent])
     model, config, state = load_model(checkpoint)
     check_exportable(model, str(checkpoint))
+    try:  # the record is made first: a checkpoint it cannot describe leaves nothing written
+        meta_text = json.dumps(export_metadata(model, config, state, checkpoint), indent=1) + "\n"
+    except (TypeError, ValueError):
+        raise SGNError(f"{checkpoint}: its fingerprint is not a JSON record; not an sgn training checkpoint") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = export_onnx(model, out_dir / MODEL_FILE)
     meta_path = out_dir / META_FILE
-    atomic_write_text(meta_path, json.dumps(export_metadata(model, config, state, checkpoint), indent=1) + "\n")
+    atomic_write_text(meta_path, meta_text)
     log.info("exported %s to %s (%.1f MB)", checkpoint, model_path, model_path.stat().st_size / 1e6)
     return {"model": model_path, "meta": meta_path}

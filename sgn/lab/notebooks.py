@@ -66,7 +66,7 @@ from typing import Any, Mapping, Sequence
 
 import sgn
 from sgn.provenance import source_hashes
-from sgn.utils import SGNError, atomic_path, git_commit, machine, read_yaml, shorten
+from sgn.utils import SGNError, atomic_path, check_output, git_commit, machine, read_yaml, shorten
 
 log = logging.getLogger("sgn")
 
@@ -657,6 +657,15 @@ def chapter_parameters(notebook: Path, profile: str, executed_dir: Path) -> dict
     return {name: value for name, value in given.items() if name in declared}
 
 
+def check_out_dir(out_dir: str | os.PathLike, sources: Sequence[str | os.PathLike]) -> None:
+    """Executed copies never land among their sources (an ``--out`` equal to ``--dir`` replaced
+    them), and the output folder never holds the sources' folders."""
+    check_output(out_dir, kind="dir", input_dirs=sources)
+    for folder in sources:
+        if Path(folder).resolve().is_relative_to(Path(out_dir).resolve()):
+            raise SGNError(f"--out {out_dir}: holds the source notebooks' folder {folder}; choose a folder outside it")
+
+
 def run_pipeline(
     notebooks: Sequence[str | os.PathLike],
     params_by_notebook: Mapping[str, Mapping[str, Any]],
@@ -693,6 +702,7 @@ def run_pipeline(
         NotebookError: the first notebook that failed; later ones are not run and
             every executed copy already in ``out_dir`` stays as it was.
     """
+    check_out_dir(out_dir, sorted({Path(n).parent for n in notebooks}))
     results = []
     upstream: list[str] = []
     for notebook in map(Path, notebooks):

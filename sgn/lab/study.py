@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from sgn.config import TrainConfig, apply_overrides, load_config, to_yaml
 from sgn.checkpoint import ARCHITECTURES, architecture_module
+from sgn.data import read_mixture_list
 from sgn.provenance import code_hashes, digest
 from sgn.runs import run_fingerprint
 from sgn.utils import SGNError, atomic_path, sha256_file, shorten
@@ -59,7 +60,9 @@ GROUPING_METRICS = ("agreement", "agreement_chance", "present_mass")
 
 def pick_variants(table: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``table``'s variants named in ``names`` (all when empty), in ``table``'s order; one line for an unknown name."""
-    unknown = [name for name in names if name not in table]
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise SGNError(f"variants: expected a list of variant names, got {shorten(names)}")
+    unknown = [name for name in names if not isinstance(name, str) or name not in table]
     if unknown:
         raise SGNError(f"variants: unknown variant {shorten(unknown[0])}; known: {list(table)}")
     return {name: dict(overrides) for name, overrides in table.items() if not names or name in names}
@@ -109,17 +112,34 @@ def run_study(
         :data:`GROUPING_METRICS` (:func:`sgn.analysis.grouping_statistics`); per run
         ``train_minutes`` (``mixture_id`` -1).
     """
-    if not seeds:
-        raise SGNError("seeds: name at least one seed")
+    _check_study_args(variants, seeds, budget)
     base = config if isinstance(config, TrainConfig) else load_config(config)
     if data_index is not None:
         base = apply_overrides(base, {"data.index": str(data_index)})
+    read_mixture_list(mixtures)  # a bad list fails now, not after the first run has trained
     parts = []
     jobs = [(name, seed) for name in variants for seed in seeds]
     for name, seed in tqdm(jobs, desc="study", unit="run", disable=not progress):
         run_config = variant_config(base, variants[name], budget or {}, int(seed))
         parts.append(_run_point(name, int(seed), run_config, Path(mixtures), Path(runs_dir), device, presence))
     return pd.concat(parts, ignore_index=True)
+
+
+def _check_study_args(variants: Any, seeds: Any, budget: Any) -> None:
+    """One line for variants that are not ``{name: {key: value}}``, seeds that are not whole
+    numbers, a budget that is not ``{key: value}``."""
+    def is_overrides(value: Any) -> bool:
+        return isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+
+    if not is_overrides(variants) or not variants or not all(is_overrides(v) for v in variants.values()):
+        raise SGNError(f"variants: expected {{name: {{config key: value}}}} with at least one variant, "
+                       f"got {shorten(variants)}")
+    whole = isinstance(seeds, (Sequence, np.ndarray)) and not isinstance(seeds, (str, bytes)) and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+    if not whole or len(seeds) == 0:
+        raise SGNError(f"seeds: expected a list of one or more whole numbers in 0..2**32-1, got {shorten(seeds)}")
+    if budget is not None and not is_overrides(budget):
+        raise SGNError(f"budget: expected {{config key: value}}, got {shorten(budget)}")
 
 
 def _run_point(name: str, seed: int, config: TrainConfig, mixtures: Path, runs_dir: Path, device: str,
@@ -214,6 +234,13 @@ def study_intervals(results: pd.DataFrame, metric: str = "sdr", reference: str =
     Returns:
         One row per ``by`` group and variant: ``variant``, ``by``'s columns, :data:`INTERVAL_COLUMNS`.
     """
+    if not isinstance(results, pd.DataFrame) or not set(STUDY_COLUMNS) <= set(results.columns):
+        raise SGNError(f"study_intervals: expected run_study's table (columns {list(STUDY_COLUMNS)}), "
+                       f"got {shorten(results)}")
+    if not isinstance(metric, str) or not isinstance(reference, str):
+        raise SGNError(f"study_intervals: metric and reference are names, got {shorten(metric)}, {shorten(reference)}")
+    if isinstance(by, (str, bytes)) or not set(by) <= set(results.columns):
+        raise SGNError(f"study_intervals: by: expected a list of the table's columns, got {shorten(by)}")
     chosen = results[results["metric"] == metric].dropna(subset=["value"])  # e.g. SDRi of one source
     if chosen.empty:
         raise SGNError(f"study_intervals: no rows of metric {shorten(metric)} in the results")

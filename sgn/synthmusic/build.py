@@ -40,11 +40,12 @@ from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
 from sgn.prepared import settings_match, write_provenance
 from sgn.synthmusic.banks import (BANKS, DEFAULT_HELD_OUT, FALLBACK, FALLBACK_LICENCE, bank_player, find_banks,
                                   playable_keys)
-from sgn.synthmusic.ensembles import plan_pieces
+from sgn.synthmusic.ensembles import PARTS_PER_PIECE, plan_pieces
+from sgn.synthmusic.sfcheck import check_soundfont
 from sgn.synthmusic.render import synthesize, vary
 from sgn.synthmusic.scores import INSTRUMENTS, Instrument, Score, compose, melody_hash
-from sgn.utils import SGNError, sha256_file, shorten, staged_dir
-from sgn.workers import worker_pool
+from sgn.utils import SGNError, check_output, check_path, sha256_file, shorten, staged_dir
+from sgn.workers import watched, worker_pool
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ MIN_RENDER_RATE, MAX_RENDER_RATE = 8000, 48000
 # A spawned worker takes ~3 s to start (it imports torch through sgn.audio), the time
 # of ~150 clips: by default, one more worker per this many clips.
 CLIPS_PER_WORKER = 300
+# A clip renders in about a second and a bank loads in a few; two minutes without one is a hang.
+STALL_S = 120.0
 FORMAT = "synth_music/1"
 # The renderer's version, part of a set's identity: bump it whenever the same arguments
 # would render other bytes (tests/test_synth.py holds the bytes of this version), so a
@@ -144,23 +147,23 @@ def render_synth_music(
             program, unreadable, a checksum that differs), or ``out_dir`` holding
             something else.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(check_path(out_dir, "out_dir"), kind="dir", flag="out_dir")
     classes = _check_classes(classes)
-    settings, bank_paths, jobs = _checked_settings(classes, clips_per_class, seconds, sample_rate, seed, jobs, banks,
+    settings, bank_paths, surveys, jobs = _checked_settings(classes, clips_per_class, seconds, sample_rate, seed, jobs, banks,
                                                    held_out, ensembles, soundfont)
     if settings_match(out_dir, settings):
         logger.info("SynthMUSIC already rendered in %s", out_dir)
         return out_dir
     with staged_dir(out_dir) as partial:  # nothing appears at out_dir until every file is written
-        n_clips = _render_into(partial, classes, settings, bank_paths, jobs, progress)
+        n_clips = _render_into(partial, classes, settings, bank_paths, surveys, jobs, progress)
     logger.info("SynthMUSIC: %d clips (%.1f min of audio) from %d bank(s) written to %s", n_clips,
                 n_clips * settings["seconds"] / 60, len(bank_paths), out_dir)
     return out_dir
 
 
 def _checked_settings(classes, clips_per_class, seconds, sample_rate, seed, jobs, banks, held_out, ensembles,
-                      soundfont) -> tuple[dict, dict[str, str], int | None]:
-    """The arguments checked, as the set's settings; the banks' paths; the worker count."""
+                      soundfont) -> tuple[dict, dict[str, str], dict, int | None]:
+    """The arguments checked, as the set's settings; the banks' paths and surveys; the worker count."""
     seconds, clips_per_class, sample_rate, seed, jobs = _check_numbers(
         seconds, clips_per_class, sample_rate, seed, jobs, len(classes)
     )
@@ -168,20 +171,22 @@ def _checked_settings(classes, clips_per_class, seconds, sample_rate, seed, jobs
         raise SGNError(f"ensembles: expected a whole number of pieces in 0..{MAX_ENSEMBLES}, got {shorten(ensembles)}")
     bank_paths = _bank_paths(banks, soundfont)
     held_out = _check_held_out(held_out, bank_paths)
-    _check_banks(bank_paths, classes, sample_rate)
+    _check_total(seconds, clips_per_class * len(classes) + ensembles * min(PARTS_PER_PIECE, len(classes)) * (
+        2 if held_out else 1))
+    surveys = _check_banks(bank_paths, classes, sample_rate, jobs)
     settings = {
         "format": FORMAT, "renderer": RENDERER_VERSION, "classes": list(classes), "clips_per_class": clips_per_class,
         "seconds": seconds, "sample_rate": sample_rate, "seed": seed,
         "banks": {name: {"file": Path(path).name, "sha256": sha256_file(path)} for name, path in bank_paths.items()},
         "held_out": held_out, "ensembles": ensembles,
     }
-    return settings, bank_paths, jobs
+    return settings, bank_paths, surveys, jobs
 
 
-def _render_into(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[str, str], jobs: int | None,
-                 progress: bool) -> int:
+def _render_into(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[str, str], surveys: dict,
+                 jobs: int | None, progress: bool) -> int:
     """Render every clip into ``root`` and write its ``index.csv`` and ``prepare.json``; the clip count."""
-    tasks, rows = _plan(root, classes, settings, bank_paths)
+    tasks, rows = _plan(root, classes, settings, bank_paths, surveys)
     n_clips = len(tasks)
     _run(tasks, min(jobs or min(2, os.cpu_count() or 1, math.ceil(n_clips / CLIPS_PER_WORKER)), n_clips), progress)
     index = pd.DataFrame(rows)
@@ -192,8 +197,18 @@ def _render_into(root: Path, classes: Sequence[str], settings: dict, bank_paths:
     return n_clips
 
 
+def _check_total(seconds: float, n_clips: int) -> None:
+    """Every clip counts against :data:`MAX_TOTAL_SECONDS`: the solo clips and the ensemble parts."""
+    if seconds * n_clips > MAX_TOTAL_SECONDS:
+        raise SGNError(f"{n_clips} clips (solo clips and ensemble parts) of {seconds:g} s: {seconds * n_clips:g} s "
+                       f"of audio, expected at most {MAX_TOTAL_SECONDS} s ({MAX_TOTAL_SECONDS // 3600} h)")
+
+
 def _bank_paths(banks: Sequence[str] | None, soundfont: str | os.PathLike | None) -> dict[str, str]:
     if soundfont is None:
+        if banks is not None and (isinstance(banks, (str, bytes)) or not list(banks)):
+            raise SGNError(f"banks: expected a list of one or more bank names (of {', '.join(BANKS)}), "
+                           f"got {shorten(banks)}")
         return {name: str(path) for name, path in find_banks(None if banks is None else list(banks)).items()}
     soundfont = Path(soundfont)
     if not soundfont.is_file():
@@ -212,15 +227,34 @@ def _check_held_out(held_out: str | None, bank_paths: dict[str, str]) -> str | N
     return held_out
 
 
-def _check_banks(bank_paths: dict[str, str], classes: Sequence[str], sample_rate: int) -> None:
-    """Every bank loads and has a preset for every program of every class."""
-    for name, path in bank_paths.items():
-        player = bank_player(path, sample_rate)  # the rendering's own player: each bank loads once
-        for cls in classes:
-            missing = [p for p in INSTRUMENTS[cls].programs if not player.has_program(p)]
-            if missing:
-                raise SGNError(f"soundfont: bank {name} ({path}) has no preset for GM program {missing[0]} "
+def _check_banks(bank_paths: dict[str, str], classes: Sequence[str], sample_rate: int,
+                 jobs: int | None) -> dict[str, dict[tuple[str, int], list[int]]]:
+    """Every bank well-formed (:func:`check_soundfont`), then loaded and probed in workers (a
+    crash or hang of the native reader is one line naming the file, not a dead process).
+
+    Returns:
+        ``{bank: {(class, program): keys it sounds}}``.
+    """
+    for path in bank_paths.values():
+        check_soundfont(path)
+    with worker_pool(min(len(bank_paths), jobs or 2)) as pool:
+        futures = {pool.submit(_survey_bank, name, path, sample_rate, tuple(classes)): path
+                   for name, path in bank_paths.items()}
+        return dict(watched(pool, futures, STALL_S, "reading the SoundFont"))
+
+
+def _survey_bank(name: str, path: str, sample_rate: int,
+                 classes: tuple[str, ...]) -> tuple[str, dict[tuple[str, int], list[int]]]:
+    """(In a worker.) ``(name, {(class, program): keys})`` of one bank; one line for a missing program."""
+    player = bank_player(path, sample_rate)  # the worker's own player: each bank loads once
+    survey = {}
+    for cls in classes:
+        for program in INSTRUMENTS[cls].programs:
+            if not player.has_program(program):
+                raise SGNError(f"soundfont: bank {name} ({path}) has no preset for GM program {program} "
                                f"(0-based) of {cls}")
+            survey[(cls, program)] = playable_keys(path, INSTRUMENTS[cls], program, sample_rate)
+    return name, survey
 
 
 def _class_programs(index: pd.DataFrame) -> dict[str, list[list]]:
@@ -260,9 +294,8 @@ def _check_numbers(
     if not is_int(clips_per_class) or not 4 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
         raise SGNError(f"clips_per_class: expected an integer in 4..{MAX_CLIPS_PER_CLASS} "
                        f"(a clip each for train, val, test_seen and test_unseen at least), got {shorten(clips_per_class)}")
-    if seconds * clips_per_class * n_classes > MAX_TOTAL_SECONDS:
-        raise SGNError(f"seconds x clips_per_class x classes: {seconds * clips_per_class * n_classes:g} s of audio, "
-                       f"expected at most {MAX_TOTAL_SECONDS} s ({MAX_TOTAL_SECONDS // 3600} h)")
+    if isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer():
+        sample_rate = int(sample_rate)  # 11025.0 is a whole number of Hz
     if not is_int(sample_rate) or not MIN_RENDER_RATE <= sample_rate <= MAX_RENDER_RATE:
         raise SGNError(f"sample_rate: expected an integer number of Hz in {MIN_RENDER_RATE}..{MAX_RENDER_RATE}, "
                        f"got {shorten(sample_rate)}")
@@ -283,7 +316,7 @@ def _splits(clips_per_class: int, held_out: str | None) -> list[str]:
     return ["train"] * (clips_per_class - n * len(held)) + [split for split in held for _ in range(n)]
 
 
-def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[str, str]):
+def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[str, str], surveys: dict):
     """Compose every clip (in this process, to check melodies are unique) and its index row.
 
     A solo clip's (bank, program) cycles over the banks seen in training and the class's
@@ -296,7 +329,7 @@ def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[s
     n_samples = round(settings["seconds"] * rate)
     seen_banks = [name for name in bank_paths if name != held_out]
     splits = _splits(settings["clips_per_class"], held_out)
-    playable = _Playable(bank_paths, rate)
+    playable = _Playable(surveys)
     melodies: set[str] = set()
     tasks, rows = [], []
     for name in classes:
@@ -327,20 +360,17 @@ def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[s
 
 
 class _Playable:
-    """The keys each (bank, class, program) sounds, probed once."""
+    """The keys each (bank, class, program) sounds, from the banks' surveys (:func:`_check_banks`)."""
 
-    def __init__(self, bank_paths: dict[str, str], sample_rate: int):
-        self.bank_paths, self.sample_rate, self.known = bank_paths, sample_rate, {}
+    def __init__(self, surveys: dict[str, dict[tuple[str, int], list[int]]]):
+        self.surveys = surveys
 
     def __call__(self, bank: str, name: str, program: int) -> list[int]:
-        key = (bank, name, program)
-        if key not in self.known:
-            keys = playable_keys(self.bank_paths[bank], INSTRUMENTS[name], program, self.sample_rate)
-            if len(keys) < 12:
-                raise SGNError(f"soundfont: bank {bank} sounds {len(keys)} notes of {name}'s range on GM program "
-                               f"{program}, expected >= 12")
-            self.known[key] = keys
-        return self.known[key]
+        keys = self.surveys[bank][(name, program)]
+        if len(keys) < 12:
+            raise SGNError(f"soundfont: bank {bank} sounds {len(keys)} notes of {name}'s range on GM program "
+                           f"{program}, expected >= 12")
+        return keys
 
 
 def _index_row(path: str, name: str, split: str, bank: str, program: int, score: Score, n_samples: int,
@@ -353,13 +383,10 @@ def _index_row(path: str, name: str, split: str, bank: str, program: int, score:
 
 
 def _run(tasks: list[_ClipTask], jobs: int, progress: bool) -> None:
-    """Render ``tasks`` in this process (``jobs == 1``) or in ``jobs`` single-threaded workers."""
-    with tqdm(total=len(tasks), desc="SynthMUSIC", unit="clip", disable=not progress) as bar:
-        if jobs == 1:
-            for task in tasks:
-                _render_clip(task)
-                bar.update()
-            return
-        with worker_pool(jobs) as pool:
-            for _ in pool.map(_render_clip, tasks, chunksize=max(1, min(8, len(tasks) // (4 * jobs)))):
-                bar.update()
+    """Render ``tasks`` in ``jobs`` single-threaded workers (even one: the synthesizer is native
+    code, and its crash or hang must end in one line naming the SoundFont, not a dead process)."""
+    with tqdm(total=len(tasks), desc="SynthMUSIC", unit="clip", disable=not progress) as bar, \
+            worker_pool(jobs) as pool:
+        futures = {pool.submit(_render_clip, task): task.soundfont for task in tasks}
+        for _ in watched(pool, futures, STALL_S, "rendering"):
+            bar.update()

@@ -81,6 +81,8 @@ def compose_part(instrument: Instrument, playable: Sequence[int], frame: Frame, 
     style = STYLES[instrument.style]
     beat_s = 60.0 / frame.tempo_bpm
     plays = [t for t in frame.onsets if rng.random() < 0.8] or list(frame.onsets[:1])
+    if plays[0] * beat_s >= seconds:  # every chosen onset after the end: a silent part
+        plays = [frame.onsets[0], *plays]
     gate = GATES[int(rng.choice(3, p=style.articulation))]
     loudness = rng.uniform(65, 100)
     pitch = int(rng.choice(playable[len(playable) // 4 : 3 * len(playable) // 4 + 1]))
