@@ -258,3 +258,10 @@ def test_repository_notebook_has_an_injectable_parameters_cell(notebook):
 @pytest.mark.parametrize("profile", sorted((ROOT / "notebooks" / "profiles").glob("*.yaml")), ids=lambda p: p.stem)
 def test_repository_profile_is_valid(profile):
     load_profile(profile)
+
+
+def test_executed_notebooks_skip_a_killed_runs_temporary(tmp_path):
+    from sgn.lab.report import executed_notebooks
+
+    (tmp_path / ".04_a.ipynb.tmp-123-x.ipynb").write_text("{")  # half-written when its run was killed
+    assert executed_notebooks(tmp_path).empty

@@ -185,7 +185,7 @@ def executed_notebooks(executed_dir: str | os.PathLike) -> pd.DataFrame:
     """
     rows = []
     for path in sorted(Path(executed_dir).glob("*.ipynb")):
-        if path.name.endswith(".failed.ipynb"):
+        if path.name.endswith(".failed.ipynb") or path.name.startswith("."):  # a killed run's temporary copy
             continue
         record = executed_record(path)
         rows.append({"notebook": path.stem, "profile": record.get("parameters", {}).get("profile"),
