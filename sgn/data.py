@@ -445,8 +445,8 @@ def make_mixture_list(
         mixtures = _ensemble_mixtures(index, split, n_range, count, rng, segment_samples, gain_range)
     else:
         pool = _ClipPool(index, split, classes, segment_samples)
-        mixtures = [pool.draw(rng, _draw_classes(rng, len(classes), n_range), segment_samples, gain_range)
-                    for _ in range(count)]
+        mixtures = [_audible(lambda: pool.draw(rng, _draw_classes(rng, len(classes), n_range), segment_samples,
+                                               gain_range), split) for _ in range(count)]
     rows = [{"mixture_id": mixture_id, "n_sources": len(specs), "source": slot, "class": spec.class_name,
              "path": spec.path, "offset": spec.offset, "length": spec.length, "gain": round(spec.gain, 6)}
             for mixture_id, specs in enumerate(mixtures) for slot, spec in enumerate(specs)]
@@ -473,15 +473,29 @@ def _ensemble_mixtures(index: pd.DataFrame, split: str, n_range: tuple[int, int]
     fewest = min(len(group) for group in pieces)
     if n_range[1] > fewest:
         raise SGNError(f"n_sources: {n_range[1]} sources, but the ensemble pieces have {fewest} parts")
-    mixtures = []
-    for mixture_id in range(count):
-        group = pieces[mixture_id % len(pieces)]
+    def draw(group: pd.DataFrame) -> list[SourceSpec]:
         n = int(rng.integers(n_range[0], n_range[1] + 1))
         chosen = group.iloc[sorted(int(i) for i in rng.choice(len(group), size=n, replace=False))]
         offset = int(rng.integers(int(chosen["num_samples"].min()) - segment_samples + 1))  # one for every part
-        mixtures.append([SourceSpec(row.abspath, row["class"], offset, segment_samples, float(rng.uniform(*gain_range)))
-                         for _, row in chosen.iterrows()])
-    return mixtures
+        return [SourceSpec(row.abspath, row["class"], offset, segment_samples, float(rng.uniform(*gain_range)))
+                for _, row in chosen.iterrows()]
+
+    return [_audible(lambda: draw(pieces[mixture_id % len(pieces)]), split) for mixture_id in range(count)]
+
+
+MAX_REDRAWS = 100  # draws of one mixture before a split is declared too silent to sample
+
+
+def _audible(draw, split: str) -> list[SourceSpec]:
+    """``draw()``'s first mixture whose every source segment holds sound: BSS-eval is undefined for
+    a silent reference, so a list with one would lose that mixture at scoring time. A list whose
+    draws never meet a silent segment is the same as without this check."""
+    for _ in range(MAX_REDRAWS):
+        specs = draw()
+        if all(np.any(read_segment(spec.path, spec.offset, spec.length) != 0) for spec in specs):
+            return specs
+    raise SGNError(f"split {split}: {MAX_REDRAWS} draws in a row held a silent source segment; "
+                   "expected clips with sound in most segments (check the clips, or use longer segments)")
 
 
 def write_mixture_list(frame: pd.DataFrame, out: str | os.PathLike) -> Path:

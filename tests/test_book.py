@@ -397,6 +397,33 @@ def _favicon_probe(base: str, message: dict) -> bool:
     return message["message"].startswith(f"{base}/favicon.ico ") and "404" in message["message"]
 
 
+_VERDICT_BOX = """
+const title = [...document.querySelectorAll('strong')].find(e => e.textContent.startsWith('Verdict of this build'));
+const items = [...document.querySelectorAll('li')].filter(e => /^(Reproduced|Not reproduced|Undecided|Not run|Not tested)/
+                                                               .test(e.textContent.trim()));
+return {top: title ? title.getBoundingClientRect().top : null,
+        bottom: Math.max(...items.map(e => e.getBoundingClientRect().bottom)), items: items.length};
+"""
+
+
+@pytest.mark.slow
+def test_the_verdict_is_in_the_first_screen(driver, served_book, book_html):
+    # a reader on a 1280x800 screen sees the whole verdict without scrolling
+    shot = book_html.parent / "screenshots" / "landing_1280x800.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        driver.get(f"{served_book}/notebooks/09_overview.html")
+        box = _wait(lambda: driver.execute_script("return document.readyState") == "complete"
+                    and driver.execute_script(_VERDICT_BOX), 30)
+        shot.write_bytes(base64.b64decode(driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert box and box["top"] is not None and box["items"] >= 2, box
+    assert 0 <= box["top"] < box["bottom"] <= 800, f"the verdict ends at {box['bottom']} px (screenshot: {shot})"
+
+
 @pytest.mark.slow
 def test_every_page_opens_without_console_errors(browser_report, served_book):
     assert {*REQUIRED_PAGES, LISTENING_ROOM} <= set(browser_report)

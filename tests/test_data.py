@@ -336,3 +336,29 @@ def test_ensemble_mixtures_take_aligned_parts_of_one_piece(tiny_synth):
                           classes=[f"c{i}" for i in range(6)])
     with pytest.raises(SGNError, match="mode: expected one of"):
         make_mixture_list(index, "test_seen", count=2, mode="duet")
+
+
+@pytest.mark.parametrize("mode", ["independent", "ensemble"])
+def test_mixture_lists_avoid_silent_references(tiny_synth, tmp_path, mode):
+    # a silent reference makes BSS-eval undefined and the mixture is lost at scoring; the list
+    # is drawn again around it, and a split with nothing but silence is refused in one line
+    import shutil
+
+    root = tmp_path / "set"
+    shutil.copytree(tiny_synth.parent, root)
+    index = read_index(root / "index.csv")
+    test = index[index["split"] == "test_seen"]
+    is_part = test["piece"].notna() if "piece" in test.columns else pd.Series(False, index=test.index)
+    pool = test[is_part] if mode == "ensemble" else test[~is_part]
+    quiet = pool["class"].iloc[0]
+    for path in pool.loc[pool["class"] == quiet, "abspath"]:
+        info = sf.info(path)
+        sf.write(path, np.zeros(info.frames, dtype="float32"), info.samplerate, subtype=info.subtype)
+    frame = make_mixture_list(index, "test_seen", n_sources=2, count=12, seed=0, segment_samples=4096, mode=mode)
+    assert frame["mixture_id"].nunique() == 12 and quiet not in set(frame["class"])
+    for path in pool["abspath"]:
+        info = sf.info(path)
+        sf.write(path, np.zeros(info.frames, dtype="float32"), info.samplerate, subtype=info.subtype)
+    with pytest.raises(SGNError, match=r"^split test_seen: 100 draws in a row held a silent source segment") as err:
+        make_mixture_list(index, "test_seen", n_sources=2, count=2, seed=0, segment_samples=4096, mode=mode)
+    assert "\n" not in str(err.value)

@@ -109,15 +109,18 @@ def _copy_sources(book_dir: Path, stage: Path) -> None:
     ])
 
 
-def _stage_notebook(executed: Path, staged: Path) -> None:
-    """Copy an executed notebook into the stage, its parameter cells folded (one click shows them)."""
+def _stage_notebook(executed: Path, staged: Path, landing: bool) -> None:
+    """Copy an executed notebook into the stage. A chapter shows its parameters (papermill's
+    injected values beside the defaults) and folds its analysis code (the notebooks tag it
+    ``hide-input``; one click shows it). The landing page leaves its parameters out (its
+    "Made by" line names the profile), so that its verdict is the first thing a reader sees."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        if (PARAMETERS_TAG in tags or INJECTED_TAG in tags) and "hide-input" not in tags:
-            cell.metadata["tags"] = [*tags, "hide-input"]
+        if landing and (PARAMETERS_TAG in tags or INJECTED_TAG in tags):
+            cell.metadata["tags"] = [t for t in tags if t != "hide-input"] + ["remove-input"]
     nbformat.write(nb, staged)
 
 
@@ -245,7 +248,8 @@ def _stage_sources(source: Path, book_dir: Path, chapters: Chapters, results: li
     shutil.copytree(npm_files, source / "_npm")
     (source / "notebooks").mkdir()
     for result in results:
-        _stage_notebook(result.output, source / "notebooks" / result.output.name)
+        _stage_notebook(result.output, source / "notebooks" / result.output.name,
+                        landing=result.output.stem == chapters.root)
     _stage_chapter_static(executed.parent, [r.output.stem for r in results], source)
     _add_launch_buttons(source / "_config.yml")
     return source

@@ -62,11 +62,34 @@ def read_table(results_dir: str | os.PathLike, chapter: str, name: str, index: s
     return frame.set_index(index) if index else frame
 
 
+FIGURE_DPI = 192  # twice the CSS pixel density: shown at half size, sharp on high-density screens
+CAPTION_PREFIX = "**Figure"  # how a caption starts; the tests look for it after every figure
+
+
 def save_figure(figure, out_dir: str | os.PathLike, name: str) -> Path:
-    """Write a matplotlib figure to ``out_dir/name.png`` atomically (150 dpi)."""
+    """Write a matplotlib figure to ``out_dir/name.png`` atomically (:data:`FIGURE_DPI`)."""
     path = Path(out_dir) / f"{name}.png"
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    return path
+
+
+def show_figure(figure, out_dir: str | os.PathLike, name: str, caption: str) -> Path:
+    """Save ``figure`` (:func:`save_figure`), close it, and show it in the page at its natural
+    size (sharp on high-density screens) with ``caption`` below it.
+
+    Raises:
+        SGNError: an empty caption (every figure in the book says what it shows).
+    """
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, Markdown, display
+
+    if not caption.strip():
+        raise SGNError(f"figure {name!r}: expected a caption saying what it shows")
+    path = save_figure(figure, out_dir, name)
+    plt.close(figure)
+    display(Image(filename=str(path), retina=True))
+    display(Markdown(f"{CAPTION_PREFIX} ({name}).** {caption.strip()}"))
     return path
 
 
@@ -82,6 +105,15 @@ def log_spectrogram(wave: np.ndarray, stft: STFTSpec) -> np.ndarray:
     """``20 log10 |STFT|`` in dB, ``[F, T]``, for display."""
     magnitude = stft.stft(torch.as_tensor(wave, dtype=torch.float32)).abs().numpy()
     return 20 * np.log10(np.maximum(magnitude, 1e-6))
+
+
+def class_colours(names) -> dict[str, tuple]:
+    """A distinct colour per class, in the order given (tab10, then black and olive, then tab20b):
+    the book's 11 instruments never share one."""
+    import matplotlib.pyplot as plt
+
+    palette = [*plt.get_cmap("tab10").colors, (0.0, 0.0, 0.0), (0.6, 0.6, 0.0), *plt.get_cmap("tab20b").colors]
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
 def plot_spectrogram(ax, wave: np.ndarray, sample_rate: int, stft: STFTSpec, title: str = "") -> None:
