@@ -56,14 +56,17 @@ def side(low: float, high: float, reference: float = 0.0) -> str:
 
 def comparison_sentence(a: str, b: str, mean: float, low: float, high: float, unit: str = "dB",
                         reference: float = 0.0) -> str:
-    """``a`` against ``b`` in words that follow the interval: ``a is above b by +1.20 dB [0.40, 2.00]``,
-    ``below``, or ``cannot be told apart from`` where the interval holds ``reference``."""
+    """``a`` against ``b`` in words that follow the interval: ``a is above b by +1.20 dB [+0.40, +2.00]``
+    (a difference, ``reference`` 0), ``a is below b: 0.300 [0.200, 0.400]`` (a value against a
+    goal), or ``cannot be told apart from`` where the interval holds ``reference``."""
     digits = 2 if unit == "dB" else 3
-    span = f"{mean:+.{digits}f}{' ' + unit if unit else ''} [{low:+.{digits}f}, {high:+.{digits}f}]"
+    sign = "+" if reference == 0 else ""
+    span = f"{mean:{sign}.{digits}f}{' ' + unit if unit else ''} [{low:{sign}.{digits}f}, {high:{sign}.{digits}f}]"
     where = side(low, high, reference)
     if where == "undecided":
         return f"{a} cannot be told apart from {b}: {span}, the interval holds {reference:g}"
-    return f"{a} is {where} {b} by {span}"
+    joiner = " by " if reference == 0 else ": "
+    return f"{a} is {where} {b}{joiner}{span}"
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,8 @@ def _evaluation_rows(paired: pd.DataFrame | None) -> list[dict]:
         claim = {("sgn_paper", "unet"): "audio_only", ("sgn", "unet"): "audio_only", ("sgn", "nmf"): "nmf",
                  ("sgn_paper", "nmf"): "nmf", ("sgn", "sgn_paper"): "assign_loss"}.get((a, b))
         if claim:
-            rows.append(_row(claim, f"{item.list}: {model_label(a)} minus {model_label(b)}", model_label(a),
-                             model_label(b), item.mean, item.ci_low, item.ci_high, "above"))
+            rows.append(_row(claim, f"`{item.list}`", model_label(a), model_label(b), item.mean, item.ci_low,
+                             item.ci_high, "above"))
     if any(r["a"] == model_label("sgn_paper") for r in rows):  # the paper's claims are about the paper's model
         rows = [r for r in rows if r["claim"] == "assign_loss" or r["a"] == model_label("sgn_paper")]
     return rows
@@ -149,11 +152,11 @@ def _num_sources_rows(sdri: pd.DataFrame | None, recall: pd.DataFrame | None) ->
     rows = []
     if sdri is not None:
         two = sdri[(sdri["variant"] == "trained_on_2") & (sdri["n_sources"] >= 2)]  # N = 1 is the mixture itself
-        rows += [_row("any_n", f"trained on 2, N = {r.n_sources}: SDR improvement over the mixture",
-                      f"N = {r.n_sources}", "the mixture", r.mean, r.ci_low, r.ci_high, "above") for r in two.itertuples()]
+        rows += [_row("any_n", f"trained on 2, N = {r.n_sources}, SDR improvement", f"the separation at N = {r.n_sources}",
+                      "the mixture", r.mean, r.ci_low, r.ci_high, "above") for r in two.itertuples()]
     if recall is not None:
         two = recall[(recall["variant"] == "trained_on_2") & (recall["n_sources"] == 2)]
-        rows += [_row("presence", "trained on 2, N = 2: presence recall, classes guessed", "recall",
+        rows += [_row("presence", "trained on 2, N = 2, classes guessed", "the presence head's recall",
                       f"the goal {PRESENCE_RECALL_GOAL}", r.mean, r.ci_low, r.ci_high, "above", unit="",
                       reference=PRESENCE_RECALL_GOAL) for r in two.itertuples()]
     return rows
