@@ -26,6 +26,24 @@ from sgn.lab.notebooks import executed_record
 from sgn.utils import SGNError, atomic_path
 
 
+# Measurements the book shows but does not remake (too slow for a build; bench/ made them),
+# each a CSV of the package so that a changed record re-executes the chapter showing it.
+RECORDS_DIR = Path(__file__).resolve().parent.parent / "records"
+
+
+def read_record(name: str) -> pd.DataFrame:
+    """The recorded measurement ``name`` (``sgn/records/NAME.csv``), e.g. ``recipe_screen``.
+
+    Raises:
+        SGNError: no such record.
+    """
+    path = RECORDS_DIR / f"{name}.csv"
+    if not path.is_file():
+        known = sorted(p.stem for p in RECORDS_DIR.glob("*.csv"))
+        raise SGNError(f"record {name!r}: no {path.name} in {RECORDS_DIR}; records: {', '.join(known) or 'none'}")
+    return pd.read_csv(path, keep_default_na=False)
+
+
 def save_table(frame: pd.DataFrame, out_dir: str | os.PathLike, name: str) -> Path:
     """Write the chapter's table ``name`` (``out_dir/name.csv``) atomically."""
     path = Path(out_dir) / f"{name}.csv"
