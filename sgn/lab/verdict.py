@@ -119,13 +119,17 @@ def _row(claim: str, test: str, a: str, b: str, mean, low, high, expect: str, un
             "sentence": comparison_sentence(a, b, mean, low, high, unit, reference)}
 
 
+# Which claim each of chapter 03's paired differences bears on.
+PAIR_CLAIMS = {("sgn_paper", "unet"): "audio_only", ("sgn", "unet"): "audio_only", ("sgn", "nmf"): "nmf",
+               ("sgn_paper", "nmf"): "nmf", ("sgn", "sgn_paper"): "assign_loss"}
+
+
 def _evaluation_rows(paired: pd.DataFrame | None) -> list[dict]:
     """Evidence from chapter 03's paired differences (every list; the first is the headline)."""
     rows = []
     for item in ([] if paired is None else paired.itertuples()):
         a, _, b = item.difference.partition(" - ")
-        claim = {("sgn_paper", "unet"): "audio_only", ("sgn", "unet"): "audio_only", ("sgn", "nmf"): "nmf",
-                 ("sgn_paper", "nmf"): "nmf", ("sgn", "sgn_paper"): "assign_loss"}.get((a, b))
+        claim = PAIR_CLAIMS.get((a, b))
         if claim:
             rows.append(_row(claim, f"`{item.list}`", model_label(a), model_label(b), item.mean, item.ci_low,
                              item.ci_high, "above"))
