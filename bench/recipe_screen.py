@@ -5,7 +5,8 @@ step time is measured first (:func:`bench_train.time_steps`, the training loop's
 step, after warm-up), and its ``optim.max_steps`` is set so that training fills
 ``--minutes`` (warm-up and evaluation scale with it, so every schedule decays to its end
 within the budget). Then :func:`sgn.lab.study.run_study` trains each variant with each
-seed and scores it on a fixed list of ``val`` mixtures (never a test list), in fp32, and
+seed and scores it on a fixed list of mixtures of each of ``--splits`` (validation splits
+only: ``val``, and ``val_unseen`` for the held-out bank; never a test list), in fp32, and
 prints each variant's mean SDR and its paired difference to the first variant, with 95%
 intervals over seeds and mixtures (:func:`sgn.lab.study.study_intervals`).
 
@@ -16,7 +17,8 @@ trained are reused). Measure on an otherwise idle machine: the budget is wall ti
 Usage::
 
     python bench/recipe_screen.py --out /tmp/screen --minutes 3.4 \\
-        --variant fp32:precision=fp32 --variant bf16:precision=auto [--seeds 0 1 2]
+        --variant fp32:precision=fp32 --variant bf16:precision=auto [--seeds 0 1 2] \\
+        [--splits val val_unseen]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sgn.device import resolve_device  # noqa: E402
 from sgn.lab.study import run_study, study_intervals, study_means  # noqa: E402
 
 VAL_LIST_SEED = 7  # not the training loop's validation list (seed 0): scored once, at the end
+VALIDATION_SPLITS = ("val", "val_unseen")
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -72,7 +75,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, required=True, help="training wall-clock budget per run")
     parser.add_argument("--variant", action="append", required=True, help="NAME:key=value,... (the first is the reference)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--mixtures", type=int, default=150, help="validation mixtures scored")
+    parser.add_argument("--mixtures", type=int, default=150, help="validation mixtures scored per split")
+    parser.add_argument("--splits", nargs="+", default=["val"], choices=VALIDATION_SPLITS,
+                        help="validation splits scored (val_unseen: the held-out bank's)")
     args = parser.parse_args()
     if not args.minutes > 0:
         parser.error(f"--minutes: expected a positive number, got {args.minutes}")
@@ -80,29 +85,34 @@ def main() -> None:
     device = resolve_device("cpu")
     index = read_index(args.index)
     args.out.mkdir(parents=True, exist_ok=True)
-    val_list = write_mixture_list(
-        make_mixture_list(index, "val", count=args.mixtures, seed=VAL_LIST_SEED, segment_samples=16384,
-                          classes=index_classes(index)), args.out / "val_2src.csv")
     print(machine_line())
     variants = dict(parse_variant(v) for v in args.variant)
     variants = {name: budgeted(base, overrides, args.minutes, index, device) for name, overrides in variants.items()}
     for name, overrides in variants.items():
         print(f"{name}: {overrides}", flush=True)
     started = time.perf_counter()
-    results = run_study(variants, args.seeds, config=base, mixtures=val_list, runs_dir=args.out / "runs",
-                        device="cpu", data_index=args.index, progress=True)
-    results.to_csv(args.out / "scores.csv", index=False)
+    for split in args.splits:  # the runs train once; a later split reuses them
+        mixtures = write_mixture_list(
+            make_mixture_list(index, split, count=args.mixtures, seed=VAL_LIST_SEED, segment_samples=16384,
+                              classes=index_classes(index)), args.out / f"{split}_2src.csv")
+        results = run_study(variants, args.seeds, config=base, mixtures=mixtures, runs_dir=args.out / "runs",
+                            device="cpu", data_index=args.index, progress=True)
+        results.to_csv(args.out / f"scores_{split}.csv", index=False)
+        print_table(results, variants, split, args)
+    print(f"{(time.perf_counter() - started) / 60:.1f} min in all")
+
+
+def print_table(results, variants: dict, split: str, args) -> None:
     reference = next(iter(variants))
     sdr = study_intervals(results, "sdr", reference=reference)
     minutes = study_means(results, ["train_minutes"])["train_minutes"]
-    print(f"\n{len(args.seeds)} seed(s), {args.mixtures} val mixtures, {args.minutes} min budget, "
-          f"{(time.perf_counter() - started) / 60:.1f} min in all\n")
-    print(f"| variant | steps | train min | val SDR (dB) [95%] | minus {reference} (dB) [95%] |")
+    print(f"\n{split}: {len(args.seeds)} seed(s), {args.mixtures} mixtures, {args.minutes} min budget\n")
+    print(f"| variant | steps | train min | {split} SDR (dB) [95%] | minus {reference} (dB) [95%] |")
     print("|---|---|---|---|---|")
     for row in sdr.itertuples():
         diff = "" if row.variant == reference else f"{row.diff:+.2f} [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
         print(f"| {row.variant} | {variants[row.variant]['optim.max_steps']} | {minutes[row.variant]:.2f} | "
-              f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {diff} |")
+              f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {diff} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
         raise SGNError(f"{path}: model: expected a dict of named tensors (the weights)")
     _check_weight_values(state["model"], path)
+    threshold = state.get("presence_threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, float) or not 0 < threshold < 1:
+        raise SGNError(f"{path}: presence_threshold is {shorten(threshold)}; expected a probability in (0, 1)")
     if not isinstance(state.get("fingerprint", {}), dict):
         raise SGNError(f"{path}: fingerprint is {shorten(state['fingerprint'])}; expected a record (a dict)")
     if not 1 <= len(state["classes"]) <= MAX_CLASSES:

@@ -118,9 +118,9 @@ def _add_data_commands(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--sample-rate", type=_whole, default=11025)
     synth.add_argument("--seed", type=_whole, default=0)
     synth.add_argument("--banks", type=_csv_list, default=None,
-                       help=f"comma-separated instrument banks (default: all of {', '.join(BANKS)}, from npm)")
+                       help=f"comma-separated instrument banks (default: all of {', '.join(BANKS)}, from npm and Debian)")
     synth.add_argument("--held-out-bank", default=DEFAULT_HELD_OUT,
-                       help=f"bank that renders test_unseen alone, or 'none' (default: {DEFAULT_HELD_OUT})")
+                       help=f"bank that renders val_unseen and test_unseen alone, or 'none' (default: {DEFAULT_HELD_OUT})")
     synth.add_argument("--ensembles", type=_whole, default=DEFAULT_ENSEMBLES, help="ensemble pieces per test split")
     synth.add_argument("--soundfont", type=Path, default=None, help="one .sf2/.sf3 file instead of the banks")
     synth.add_argument("--classes", type=_csv_list, default=None, help="comma-separated subset of the MUSIC classes")

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from sgn.augment import MAX_PITCH, Augmentation
 from sgn.utils import SGNError, atomic_write_text, read_yaml, safe_load_bounded, shorten
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -58,6 +59,10 @@ RANGES: dict[str, Range] = {
     "data.gain_max": Range(0, 100, open_low=True),
     "data.val_mixtures": Range(1, 100_000),
     "data.num_workers": Range(0, 256),
+    "data.aug_eq_db": Range(0, 24),
+    "data.aug_pitch": Range(0, MAX_PITCH),
+    "data.aug_reverb": Range(0, 1),
+    "data.aug_noise_db": Range(0, 120),
     "model.n_fft": Range(16, 65536),
     "model.hop": Range(1, 65536),
     "model.warped_bins": Range(2, 4096),
@@ -104,6 +109,14 @@ class DataConfig:
     gain_max: float = 1.5
     val_mixtures: int = 64  # size of the fixed validation list (val split)
     num_workers: int = 0  # DataLoader worker processes
+    # on-the-fly augmentation of each training source (sgn.augment; 0 = off)
+    aug_eq_db: float = 0.0  # random EQ curve within +-aug_eq_db dB
+    aug_pitch: float = 0.0  # resampling by up to +-aug_pitch semitones
+    aug_reverb: float = 0.0  # probability of a generated room
+    aug_noise_db: float = 0.0  # a noise floor 0-20 dB below -aug_noise_db dB re the source
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.aug_eq_db, self.aug_pitch, self.aug_reverb, self.aug_noise_db)
 
 
 @dataclass

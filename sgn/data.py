@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sgn.augment import Augmentation
 from sgn.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, STFTSpec, audio_info, read_audio_block
 from sgn.utils import SGNError, atomic_path, check_class_names, check_path, shorten
 
@@ -50,8 +51,10 @@ MUSIC_CLASSES: tuple[str, ...] = (
 # Columns every index.csv has; ``path`` is relative to the index file's folder.
 INDEX_COLUMNS: tuple[str, ...] = ("path", "class", "split", "duration_s", "sample_rate")
 # test_seen / test_unseen: SynthMUSIC's test clips rendered with banks seen in training, and
-# with the held-out bank alone; downloaded sets have one test split.
-SPLITS: tuple[str, ...] = ("train", "val", "test", "test_seen", "test_unseen")
+# with the held-out bank alone; val_unseen: the held-out bank's validation clips (to judge
+# what helps on unheard timbres without touching a test split); downloaded sets have one test split.
+SPLITS: tuple[str, ...] = ("train", "val", "test", "test_seen", "val_unseen", "test_unseen")
+UNSEEN_SPLITS: tuple[str, ...] = ("val_unseen", "test_unseen")
 # Mixture-list modes: independent clips, or the parts of one ensemble piece (index column `piece`).
 MIXTURE_MODES: tuple[str, ...] = ("independent", "ensemble")
 # Columns of a fixed mixture list, one row per source.
@@ -262,15 +265,18 @@ class SourceSpec:
 
 
 def build_mixture(
-    sources: Sequence[SourceSpec], class_ids: Sequence[int], max_sources: int, stft: STFTSpec
+    sources: Sequence[SourceSpec], class_ids: Sequence[int], max_sources: int, stft: STFTSpec,
+    augment: tuple[Augmentation, np.random.Generator, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Read and mix the sources; compute the spectral tensors the models need.
+    """Read (and augment) and mix the sources; compute the spectral tensors the models need.
 
     Args:
         sources: the ``N`` sources (``N <= max_sources``), all of one length ``L``.
         class_ids: the class id of each source.
         max_sources: pad the source axis to this many (padding has class id ``-1``).
         stft: the STFT of the spectral tensors.
+        augment: ``(augmentation, generator, sample rate)`` to change each source before
+            mixing (:mod:`sgn.augment`); ``None``: the sources as recorded.
 
     Returns:
         A dict of tensors: ``mixture [L]``, ``sources [Nmax, L]`` (scaled by ``gain/N``,
@@ -281,7 +287,12 @@ def build_mixture(
     length = sources[0].length
     waves = np.zeros((max_sources, length), dtype=np.float32)
     for slot, spec in enumerate(sources):
-        waves[slot] = read_segment(spec.path, spec.offset, spec.length) * (spec.gain / n)
+        if augment is None:
+            wave = read_segment(spec.path, spec.offset, spec.length)
+        else:
+            change, rng, rate = augment
+            wave = change(read_segment(spec.path, spec.offset, change.read_length(spec.length)), spec.length, rate, rng)
+        waves[slot] = wave * (spec.gain / n)
     waves_t = torch.from_numpy(waves)  # [Nmax, L]
     mixture = waves_t.sum(dim=0)  # [L]
     ids = torch.full((max_sources,), -1, dtype=torch.long)
@@ -372,6 +383,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         gain_range: per-source gain is uniform in this range (before the ``1/N``).
         items_per_epoch: the dataset's length.
         seed: base seed.
+        augmentation: what to change in each source (:mod:`sgn.augment`), at ``sample_rate``.
     """
 
     def __init__(
@@ -386,6 +398,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         gain_range: tuple[float, float] = DEFAULT_GAIN_RANGE,
         items_per_epoch: int = 10_000,
         seed: int = 0,
+        augmentation: Augmentation = Augmentation(),
+        sample_rate: int = 11025,
     ):
         self.n_range = parse_n_sources(n_sources)
         if self.n_range[1] > len(classes):
@@ -393,6 +407,7 @@ class MixtureDataset(torch.utils.data.Dataset):
         self.pool = _ClipPool(index, split, classes, segment_samples)
         self.segment_samples, self.stft, self.gain_range = segment_samples, stft, gain_range
         self.items_per_epoch, self.seed = items_per_epoch, seed
+        self.augmentation, self.sample_rate = augmentation, sample_rate
 
     def __len__(self) -> int:
         return self.items_per_epoch
@@ -401,7 +416,8 @@ class MixtureDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, int(item)])
         class_ids = _draw_classes(rng, len(self.pool.classes), self.n_range)
         specs = self.pool.draw(rng, class_ids, self.segment_samples, self.gain_range)
-        return build_mixture(specs, class_ids, self.n_range[1], self.stft)
+        augment = (self.augmentation, rng, self.sample_rate) if self.augmentation.active else None
+        return build_mixture(specs, class_ids, self.n_range[1], self.stft, augment)
 
 
 MAX_MIXTURES = 100_000  # a list of 100k mixtures takes hours to evaluate; more is a typo

@@ -212,10 +212,13 @@ def evaluate(
 
 @torch.no_grad()
 def presence_detection(
-    checkpoint: str | os.PathLike, mixtures: str | os.PathLike, *, device: str = "auto", threshold: float = 0.5,
-    batch_size: int = 8,
+    checkpoint: str | os.PathLike, mixtures: str | os.PathLike, *, device: str = "auto",
+    threshold: float | None = None, batch_size: int = 8,
 ) -> pd.DataFrame:
     """How well the presence head finds the classes in each mixture of a list, when it must guess.
+
+    ``threshold``: on the head's probabilities; ``None`` for the one the run chose on its
+    validation list (stored in the checkpoint; 0.5 in a checkpoint without one).
 
     Returns:
         One row per mixture: ``mixture_id``, ``n_sources``, ``true`` and ``predicted``
@@ -224,7 +227,8 @@ def presence_detection(
     """
     check_settings(batch_size=batch_size)
     device_t = resolve_device(device)
-    model, config, _ = load_model(checkpoint, map_location=device_t)
+    model, config, state = load_model(checkpoint, map_location=device_t)
+    threshold = state.get("presence_threshold", 0.5) if threshold is None else threshold
     frame = read_mixture_list(mixtures)
     dataset = FixedMixtureDataset(frame, model.classes, model.stft, config.data.sample_rate)
     rows = []

@@ -14,9 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping
 
-from sgn.utils import SGNError, sha256_file
+from sgn.utils import SGNError, check_pinned_files, has_pinned_files
 
 log = logging.getLogger(__name__)
+
+
+class NpmUnavailable(SGNError):
+    """npm is missing, or cannot fetch a package (offline): callers may fall back."""
 
 
 def npm_pack(package: str, cwd: Path, why: str) -> Path:
@@ -26,22 +30,17 @@ def npm_pack(package: str, cwd: Path, why: str) -> Path:
         why: what the package is for, named when npm is missing.
 
     Raises:
-        SGNError: npm is missing or fails.
+        NpmUnavailable: npm is missing or fails.
     """
     npm = shutil.which("npm")
     if npm is None:
-        raise SGNError(f"npm not found: {why} come(s) from the npm registry; install Node.js and npm "
+        raise NpmUnavailable(f"npm not found: {why} come(s) from the npm registry; install Node.js and npm "
                        "(Debian: apt-get install npm)")
     done = subprocess.run([npm, "pack", "--silent", package], cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         detail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SGNError(f"npm pack {package} failed: {detail[:200]}")
+        raise NpmUnavailable(f"npm pack {package} failed: {detail[:200]}")
     return Path(cwd) / done.stdout.strip().splitlines()[-1]
-
-
-def _complete(dest: Path, pins: Mapping[str, Mapping[str, str]]) -> bool:
-    return all((dest / Path(name).name).is_file() and sha256_file(dest / Path(name).name) == digest
-               for files in pins.values() for name, digest in files.items())
 
 
 def fetch_pinned(pins: Mapping[str, Mapping[str, str]], dest: str | Path, why: str,
@@ -62,7 +61,7 @@ def fetch_pinned(pins: Mapping[str, Mapping[str, str]], dest: str | Path, why: s
             sha256 differs from the pin.
     """
     dest = Path(dest)
-    if _complete(dest, pins):
+    if all(has_pinned_files(dest, dict(files)) for files in pins.values()):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as tmp:
@@ -74,12 +73,7 @@ def fetch_pinned(pins: Mapping[str, Mapping[str, str]], dest: str | Path, why: s
                     name = member.name.removeprefix("package/")
                     if member.isfile() and (name in files or also(package, name)):
                         (out / Path(name).name).write_bytes(archive.extractfile(member).read())
-            for name, digest in files.items():
-                if not (out / Path(name).name).is_file():
-                    raise SGNError(f"{package}: no {name} in the package")
-                actual = sha256_file(out / Path(name).name)
-                if actual != digest:
-                    raise SGNError(f"{package} {name}: sha256 {actual}, expected {digest} (the pinned file)")
+            check_pinned_files(out, dict(files), package)
         if dest.exists():
             shutil.rmtree(dest)
         out.rename(dest)

@@ -53,20 +53,22 @@ class Separator:
     whatever the input length.
     """
 
-    presence_threshold = 0.5
     block_seconds = 4.0  # input read and resampled in blocks of this length
 
-    def __init__(self, model: MaskSeparator, sample_rate: int, chunk_samples: int, device: torch.device):
+    def __init__(self, model: MaskSeparator, sample_rate: int, chunk_samples: int, device: torch.device,
+                 presence_threshold: float = 0.5):
         self.model, self.sample_rate, self.chunk_samples, self.device = model, sample_rate, chunk_samples, device
         self.stft = model.stft
+        self.presence_threshold = presence_threshold  # the run's, chosen on its validation list
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "Separator":
         if not isinstance(path, (str, os.PathLike)):
             raise SGNError(f"checkpoint: expected a file path, got {shorten(path)}")
         device = resolve_device(device)
-        model, config, _ = load_model(path, map_location=device)
-        return cls(model, config.data.sample_rate, config.data.segment_samples, device)
+        model, config, state = load_model(path, map_location=device)
+        return cls(model, config.data.sample_rate, config.data.segment_samples, device,
+                   state.get("presence_threshold", 0.5))
 
     @property
     def classes(self) -> list[str]:

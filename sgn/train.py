@@ -66,7 +66,7 @@ from sgn.data import (
 from sgn.device import autocast_for, resolve_device
 from sgn.interface import MaskSeparator
 from sgn.loss import LOSS_TERMS, separation_loss, total_loss
-from sgn.metrics import SilentSignalError, bss_eval_sources_batch, score_padded_batch
+from sgn.metrics import SilentSignalError, best_presence_threshold, bss_eval_sources_batch, score_padded_batch
 from sgn.runs import open_run
 from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
 
@@ -114,6 +114,28 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
     return float(np.mean(sdrs)) if sdrs else -math.inf
 
 
+@torch.no_grad()
+def presence_threshold(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+                       autocast) -> float | None:
+    """The presence head's threshold chosen on the validation list
+    (:func:`sgn.metrics.best_presence_threshold`); ``None`` for a model without the head."""
+    model.eval()
+    probabilities, present = [], []
+    for batch in loader:
+        with autocast():
+            logits = model(batch["mix_mag"].to(device)).presence_logits
+        if logits is None:
+            model.train()
+            return None
+        probabilities.append(torch.sigmoid(logits.float()).cpu())
+        truth = torch.zeros_like(probabilities[-1], dtype=torch.bool)
+        for i, n in enumerate(batch["n_sources"].tolist()):
+            truth[i, batch["class_ids"][i, :n]] = True
+        present.append(truth)
+    model.train()
+    return best_presence_threshold(torch.cat(probabilities).numpy(), torch.cat(present).numpy())
+
+
 class _StepBatches(torch.utils.data.Sampler):
     """Batches of item numbers for steps ``start .. stop-1``: step ``s`` gets ``s*B .. s*B+B-1``.
 
@@ -152,6 +174,7 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     step: int = 0
     best_sdr: float = -math.inf
+    presence_threshold: float | None = None  # of the best weights, chosen on the validation list
 
 
 def build_state(config: TrainConfig, classes: list[str], device_t: torch.device, ddp: bool) -> TrainState:
@@ -168,6 +191,8 @@ def build_state(config: TrainConfig, classes: list[str], device_t: torch.device,
 def save_state(state: TrainState, path: Path, config: TrainConfig, provenance: dict, *, resumable: bool) -> None:
     """Write ``state`` as a checkpoint; ``resumable`` adds the optimizer and RNG states (``last.pt``)."""
     extra = {"step": state.step, "best_val_sdr": state.best_sdr, **provenance}
+    if state.presence_threshold is not None:
+        extra["presence_threshold"] = state.presence_threshold
     if resumable:
         extra.update(optimizer=state.optimizer.state_dict(), torch_rng=torch.get_rng_state())
         device_t = next(state.model.parameters()).device
@@ -202,6 +227,7 @@ def restore(state: TrainState, path: Path, config: TrainConfig, classes: list[st
     except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as err:
         raise SGNError(f"{path}: optimizer or RNG state does not fit this run ({type(err).__name__})") from None
     state.step, state.best_sdr = stored_state["step"], float(stored_state["best_val_sdr"])
+    state.presence_threshold = stored_state.get("presence_threshold")
 
 
 def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainConfig,
@@ -331,7 +357,8 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     stft = STFTSpec(config.model.n_fft, config.model.hop)
     train_set = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
                                segment_samples=config.data.segment_samples, stft=stft,
-                               gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed)
+                               gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed,
+                               augmentation=config.data.augmentation(), sample_rate=config.data.sample_rate)
     val_list = make_mixture_list(index, "val", n_sources=config.data.n_sources, count=config.data.val_mixtures,
                                  seed=VAL_LIST_SEED, segment_samples=config.data.segment_samples, classes=classes)
     val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft, config.data.sample_rate),
@@ -439,6 +466,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
             row["val_sdr"] = validate(state.model, data.val_loader, device_t, autocast)
             if row["val_sdr"] > state.best_sdr:
                 state.best_sdr = row["val_sdr"]
+                state.presence_threshold = presence_threshold(state.model, data.val_loader, device_t, autocast)
                 save_state(state, run.best, config, provenance, resumable=False)
             save_state(state, run.last, config, provenance, resumable=True)
             saved_step = state.step

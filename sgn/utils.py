@@ -329,6 +329,26 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def has_pinned_files(folder: Path, files: dict[str, str]) -> bool:
+    """Whether ``folder`` holds every file of ``files`` (``{path: sha256}``, by base name) unchanged."""
+    return all((folder / Path(name).name).is_file() and sha256_file(folder / Path(name).name) == digest
+               for name, digest in files.items())
+
+
+def check_pinned_files(folder: Path, files: dict[str, str], source: str) -> None:
+    """Each of ``files`` (``{path in the package: sha256}``) in ``folder`` under its base name, unchanged.
+
+    Raises:
+        SGNError: a file is missing (``source`` lacks it) or differs from its pin.
+    """
+    for name, digest in files.items():
+        if not (folder / Path(name).name).is_file():
+            raise SGNError(f"{source}: no {name} in the package")
+        actual = sha256_file(folder / Path(name).name)
+        if actual != digest:
+            raise SGNError(f"{source} {name}: sha256 {actual}, expected {digest} (the pinned file)")
+
+
 def machine() -> dict[str, Any]:
     """The hardware and torch build a result was measured with."""
     import platform

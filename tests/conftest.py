@@ -16,7 +16,7 @@ def tiny_synth(tmp_path_factory) -> Path:
     from sgn.synthmusic import render_synth_music
 
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    render_synth_music(out, clips_per_class=4, seconds=1.5, classes=TINY_CLASSES, seed=7, ensembles=2, jobs=1,
+    render_synth_music(out, clips_per_class=5, seconds=1.5, classes=TINY_CLASSES, seed=7, ensembles=2, jobs=1,
                        progress=False)
     return out / "index.csv"
 

@@ -98,6 +98,9 @@ HOSTILE = {
     "weight_complex": (_weight(lambda w: w.to(torch.complex64)), "expected real numbers"),
     "weight_bool": (_weight(lambda w: w > 0), "expected real numbers"),
     "fingerprint_not_a_record": (_set("fingerprint", torch.zeros(3)), "fingerprint is"),
+    # the presence threshold a run chose on validation: a probability
+    **{f"presence_threshold_{bad!r}": (_set("presence_threshold", bad), "presence_threshold is")
+       for bad in (1.5, 0.0, "0.5", True, float("nan"))},
     "classes_differ_in_case": (_set("classes", ["cello", "Cello", "trumpet"]), "differ only in case"),
     # in-range values whose cost is not: a 2 s separation past 6 GB (issue 20)
     "segment_huge_hop_1": (_configs(("data", "segment_samples", 4194304), ("model", "hop", 1)), "model.hop"),

@@ -28,7 +28,7 @@ STFT = STFTSpec(254, 64)
 def test_read_index(tiny_synth):
     index = read_index(tiny_synth)
     assert index_classes(index) == sorted(TINY_CLASSES)
-    assert set(index["split"]) == {"train", "val", "test_seen", "test_unseen"}
+    assert set(index["split"]) == {"train", "val", "test_seen", "val_unseen", "test_unseen"}
     assert (index["num_samples"] == round(1.5 * 11025)).all()
 
 

@@ -132,7 +132,11 @@ class Room {
     this.fileButton.onclick = () => this.run(() => this.mixFromFile(this.file.files[0]));
     const drop = el("div", { style: "border:2px dashed #aaa;border-radius:6px;padding:8px;margin:8px 0" },
       `Or drop an audio file here (at most ${MAX_SECONDS} s are used; it is resampled to ${meta.sample_rate} Hz and mixed to mono), `,
-      "tick the instruments to extract, and press ", this.fileButton, el("br"), this.file);
+      "tick the instruments to extract, and press ", this.fileButton, el("br"), this.file,
+      el("br"), el("small", {}, "What to expect: the model heard only instruments rendered from General-MIDI banks, never a ",
+        "recording. On a bank it never heard it already loses SDR (the unseen-bank tabs above; chapter 12 measures it), ",
+        "and a real recording, with its own players, rooms and microphones, lies further away still: expect less than ",
+        "in the examples, most of all where the instruments overlap in pitch."));
     drop.ondragover = (event) => event.preventDefault();
     drop.ondrop = (event) => { event.preventDefault(); this.file.files = event.dataTransfer.files; };
     root.replaceChildren(

@@ -20,12 +20,12 @@ descriptors   what clips sound like, measured (centroid, pitch, spectral envelop
 from sgn.synthmusic.banks import BANKS, DEFAULT_HELD_OUT, default_soundfont_path, find_banks
 from sgn.synthmusic.build import (DEFAULT_CLIPS_PER_CLASS, DEFAULT_ENSEMBLES, DEFAULT_SECONDS, RENDERER_VERSION,
                                   render_synth_music)
-from sgn.synthmusic.descriptors import (describe_banks, describe_clip, same_melody_on_banks, timbre_distances,
-                                        timbre_vector)
+from sgn.synthmusic.descriptors import (describe_banks, describe_clip, nearest_classes, same_melody_on_banks,
+                                        timbre_distances, timbre_vector)
 from sgn.synthmusic.scores import INSTRUMENTS
 
 __all__ = [
     "BANKS", "DEFAULT_CLIPS_PER_CLASS", "DEFAULT_ENSEMBLES", "DEFAULT_HELD_OUT", "DEFAULT_SECONDS", "INSTRUMENTS",
     "RENDERER_VERSION", "default_soundfont_path", "describe_banks", "describe_clip", "find_banks",
-    "render_synth_music", "same_melody_on_banks", "timbre_distances", "timbre_vector",
+    "nearest_classes", "render_synth_music", "same_melody_on_banks", "timbre_distances", "timbre_vector",
 ]

