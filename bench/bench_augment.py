@@ -33,8 +33,9 @@ SETTINGS = {
     "eq 6 dB": Augmentation(eq_db=6.0),
     "pitch 1 semitone": Augmentation(pitch=1.0),
     "room (always)": Augmentation(reverb=1.0),
+    "room (half the sources)": Augmentation(reverb=0.5),
     "noise 30 dB": Augmentation(noise_db=30.0),
-    "all four": Augmentation(eq_db=6.0, pitch=1.0, reverb=1.0, noise_db=30.0),
+    "all four (room for half)": Augmentation(eq_db=6.0, pitch=1.0, reverb=0.5, noise_db=30.0),
 }
 
 

@@ -172,7 +172,7 @@ def test_a_damaged_soundfont_is_one_line_not_a_crash(seed, tmp_path):
     font = _damaged_soundfont(tmp_path, seed)
     before = files(tmp_path)
     done = subprocess.run([sys.executable, "-m", "sgn", "-q", "data", "synth", "--out", str(tmp_path / "out"),
-                           "--soundfont", str(font), "--clips-per-class", "4", "--seconds", "1", "--classes",
+                           "--soundfont", str(font), "--clips-per-class", "5", "--seconds", "1", "--classes",
                            "flute,tuba", "--ensembles", "0"], capture_output=True, text=True, timeout=300)
     errors = [line for line in done.stderr.splitlines() if line.startswith("sgn: error:")]
     assert "Traceback" not in done.stderr
