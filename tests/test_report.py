@@ -41,5 +41,7 @@ def test_recorded_measurements():
     recipe = read_record("recipe_screen")
     assert {"change", "kept", "minus_reference_95ci"} <= set(recipe.columns)
     assert (recipe["kept"].str.startswith("yes")).sum() == 1
-    with pytest.raises(SGNError, match=r"record 'nope': no nope.csv in .*; records: recipe_screen"):
+    augment = read_record("augment_screen")
+    assert not augment["kept"].str.startswith("yes").any()  # nothing kept: the confirmation was called below
+    with pytest.raises(SGNError, match=r"record 'nope': no nope.csv in .*; records: augment_screen, recipe_screen"):
         read_record("nope")
