@@ -88,11 +88,14 @@ def random_eq(wave: np.ndarray, sample_rate: int, max_db: float, rng: np.random.
     return np.fft.irfft(spectrum * 10 ** (curve_db / 20), n=wave.size)
 
 
-def random_room(wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """``wave`` in a generated room: a unit-energy decaying-noise impulse response, part wet."""
-    rt60 = rng.uniform(*RT60_RANGE_S)
+def random_room(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
+                rt60_range: tuple[float, float] = RT60_RANGE_S,
+                wet_range: tuple[float, float] = WET_RANGE) -> np.ndarray:
+    """``wave`` in a generated room: a unit-energy decaying-noise impulse response with a
+    reverberation time drawn from ``rt60_range`` (s), mixed in at a share drawn from ``wet_range``."""
+    rt60 = rng.uniform(*rt60_range)
     t = np.arange(int(rt60 * sample_rate)) / sample_rate
     impulse = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
     impulse /= np.sqrt(np.sum(impulse**2))
-    wet = rng.uniform(*WET_RANGE)
+    wet = rng.uniform(*wet_range)
     return (1 - wet) * wave + wet * signal.fftconvolve(wave, impulse)[: wave.size]

@@ -14,6 +14,7 @@ import os
 import numpy as np
 from scipy import signal
 
+from sgn.augment import random_room
 from sgn.synthmusic.banks import BEND_RANGE, bank_player
 from sgn.synthmusic.scores import Instrument, Score
 
@@ -96,13 +97,8 @@ def vary(wave: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.nda
     low = _shelf(rng.uniform(100, 400), rng.uniform(-4, 4), sample_rate, high=False)
     high = _shelf(min(rng.uniform(2000, 4000), 0.4 * sample_rate), rng.uniform(-4, 4), sample_rate, high=True)
     wave = signal.sosfilt(np.stack([low, high]), wave)
-    # A small room: exponentially decaying noise with a 0.2-0.8 s reverberation time.
-    rt60 = rng.uniform(0.2, 0.8)
-    t = np.arange(int(rt60 * sample_rate)) / sample_rate
-    impulse = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
-    impulse /= np.sqrt(np.sum(impulse**2))
-    wet = rng.uniform(0.05, 0.2)
-    wave = (1 - wet) * wave + wet * signal.fftconvolve(wave, impulse)[: wave.size]
+    # A small room: 0.2-0.8 s of reverberation, 5-20% wet (the augmentation's rooms are larger).
+    wave = random_room(wave, sample_rate, rng, rt60_range=(0.2, 0.8), wet_range=(0.05, 0.2))
     gain_db = TARGET_RMS_DB + rng.uniform(-3, 3)
     wave = wave * (10 ** (gain_db / 20) / np.sqrt(np.mean(wave**2)))
     peak = np.max(np.abs(wave))
