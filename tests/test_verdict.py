@@ -126,3 +126,38 @@ def test_contradictions_catch_a_word_that_its_numbers_do_not_support(tmp_path, t
         evidence.loc[row, ["ci_low", "ci_high"]] = [0.2, 1.7]
     found = contradictions(claims, evidence)
     assert found and all("audio_only" in line for line in found)
+
+
+def _folds(tmp_path, differences):
+    """Chapter 12's fold table: per held-out bank, the methods' rows and SGN's paired differences."""
+    rows = []
+    for bank, diffs in differences.items():
+        rows += [{"held-out bank": bank, "method": m, "unseen SDR": 8.0, "unseen low": 7.0, "unseen high": 9.0,
+                  "seen SDR": 9.0, "unseen / seen": 8 / 9} for m in ("sgn", "unet", "nmf", "irm")]
+        rows += [{"held-out bank": bank, "method": f"sgn - {b}", "unseen SDR": (lo + hi) / 2, "unseen low": lo,
+                  "unseen high": hi} for b, (lo, hi) in diffs.items()]
+    save_table(pd.DataFrame(rows), tmp_path / "12_unseen_banks", "folds")
+
+
+@pytest.mark.parametrize("differences, verdict", [
+    ({"fluidr3": {"unet": (1.0, 2.0), "nmf": (0.2, 1.0)}, "opl3": {"unet": (0.5, 1.5), "nmf": (0.1, 0.9)}}, "holds"),
+    ({"fluidr3": {"unet": (1.0, 2.0), "nmf": (0.2, 1.0)}, "opl3": {"unet": (0.5, 1.5), "nmf": (-0.3, 0.9)}},
+     "undecided at this budget"),
+    ({"fluidr3": {"unet": (1.0, 2.0), "nmf": (-1.5, -0.2)}, "opl3": {"unet": (0.5, 1.5), "nmf": (0.1, 0.9)}},
+     "does not hold"),  # one held-out bank where NMF is ahead is enough
+])
+def test_unseen_banks_claim_needs_sgn_ahead_on_every_held_out_bank(tmp_path, differences, verdict):
+    results = _results(tmp_path, [("test_seen_2src", "sgn - unet", 2.4, 1.9, 2.8, "yes")])
+    _folds(results, differences)
+    evidence = claim_evidence(results)
+    mine = evidence[evidence["claim"] == "unseen_banks"]
+    assert len(mine) == 4 and set(mine["test"]) == {"held-out bank `fluidr3`", "held-out bank `opl3`"}
+    claims = decide_claims(evidence).set_index("claim")
+    assert claims.loc["unseen_banks", "verdict"] == verdict
+    assert not contradictions(decide_claims(evidence), evidence)
+
+
+def test_unseen_banks_claim_is_not_run_without_chapter_12(tmp_path):
+    results = _results(tmp_path, [("test_seen_2src", "sgn - unet", 2.4, 1.9, 2.8, "yes")])
+    assert decide_claims(claim_evidence(results)).set_index("claim").loc["unseen_banks", "verdict"] == \
+        "not run in this profile"
