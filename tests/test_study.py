@@ -147,3 +147,39 @@ def test_difference_text_formats_a_row():
     row = {"diff": 0.297, "diff_low": -0.418, "diff_high": 0.844}
     assert difference_text(row) == "+0.30 dB [-0.42, +0.84]"
     assert difference_text(row, unit="", digits=3) == "+0.297 [-0.418, +0.844]"
+
+
+def test_runs_trained_two_at_a_time_are_the_runs_trained_one_by_one(study, tiny_synth, tiny_test_list, tmp_path):
+    """train_all's pool workers (one thread each) train the same configs into the same folders;
+    only the threads' summation order differs (fp32: far below a hundredth of a dB)."""
+    frame, runs = study
+    variants = pick_variants(CLASS_TOKEN_VARIANTS, ["full", "no_grouping"])
+    again = run_study(variants, [0, 1], config="smoke", data_index=tiny_synth, budget=BUDGET,
+                      mixtures=tiny_test_list, runs_dir=tmp_path, device="cpu", progress=False, jobs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in runs.iterdir())
+    key = ["variant", "seed", "metric", "mixture_id", "source"]
+    sdr = [f[f["metric"] == "sdr"].sort_values(key)["value"].to_numpy() for f in (frame, again)]
+    np.testing.assert_allclose(sdr[1], sdr[0], atol=0.01)
+
+
+@pytest.mark.parametrize(("jobs", "message"), [(0, "jobs: expected a whole number of at least 1, got 0"),
+                                               (1.5, "jobs: expected a whole number of at least 1, got 1.5"),
+                                               (True, "jobs: expected a whole number of at least 1, got True")])
+def test_train_all_refuses_a_bad_number_of_jobs(tiny_synth, tmp_path, jobs, message):
+    from sgn.train import train_all
+
+    config = apply_overrides(load_config("smoke"), {"data.index": str(tiny_synth)})
+    with pytest.raises(SGNError, match=message):
+        train_all([(config, tmp_path / "a"), (config, tmp_path / "b")], jobs=jobs, device="cpu", progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_all_refuses_two_runs_in_one_folder_and_reports_a_workers_error(tiny_synth, tmp_path):
+    from sgn.train import train_all
+
+    config = apply_overrides(load_config("smoke"), {"data.index": str(tiny_synth)})
+    with pytest.raises(SGNError, match="two runs would train in the same folder"):
+        train_all([(config, tmp_path / "a"), (config, tmp_path / "a")], jobs=2, device="cpu", progress=False)
+    (tmp_path / "a_file").write_text("not a folder")  # train() refuses it in the worker: the error comes back
+    with pytest.raises(SGNError, match="a_file"):
+        train_all([(config, tmp_path / "a_file"), (config, tmp_path / "b")], jobs=2, device="cpu", progress=False)

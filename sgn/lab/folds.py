@@ -4,8 +4,8 @@ SynthMUSIC holds one bank out of training (``held_out``, rendered only into val_
 test_unseen). A *fold* is the set rendered with another bank held out: the same classes,
 clip count, length and seed (read from the main set's ``prepare.json``), in its own
 folder, rendered once (:func:`fold_index`). In each fold the models train on the other
-banks (:func:`fold_checkpoints`, cached by config and code like every study run; the main
-set's fold reuses the models already trained on it) and every method is scored on new
+banks (:func:`fold_runs`, trained with :func:`sgn.train.train_all` and cached by config and
+code like every study run; the main set's fold reuses the models already trained on it) and every method is scored on new
 melodies of the seen banks (``test_seen``) and of the bank left out (``test_unseen``)
 (:func:`score_fold`); :func:`fold_table` gives the per-bank table with intervals.
 """
@@ -13,7 +13,6 @@ melodies of the seen banks (``test_seen``) and of the bank left out (``test_unse
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,8 +25,6 @@ from sgn.data import index_classes, make_mixture_list, read_index, write_mixture
 from sgn.evaluate import evaluate
 from sgn.metrics import summarize
 from sgn.utils import SGNError
-
-log = logging.getLogger(__name__)
 
 FOLD_SPLITS = ("test_seen", "test_unseen")
 LIST_SEED = 11  # the fold lists' own draw (chapter 01's lists use seed 0)
@@ -78,24 +75,17 @@ def fold_lists(index: Path, out: Path, count: int, segment_samples: int) -> dict
                                       out / f"{split}_2src.csv") for split in FOLD_SPLITS}
 
 
-def fold_checkpoints(bank: str, index: Path, main_index: Path, *, config: TrainConfig,
-                     models: Mapping[str, Mapping[str, Any]], main_runs: Path, runs_dir: Path,
-                     device: str = "auto") -> dict[str, Path]:
-    """``{model: best.pt}`` of the fold holding ``bank`` out: the main runs for the main set's
-    fold, else each model trained on the fold's set (resumed or reused when already there)."""
+def fold_runs(bank: str, index: Path, *, config: TrainConfig, models: Mapping[str, Mapping[str, Any]],
+              runs_dir: Path) -> dict[str, tuple[TrainConfig, Path]]:
+    """``{model: (config, run folder)}`` of the fold holding ``bank`` out, trained on its set
+    ``index``: what :func:`sgn.train.train_all` takes; ``best.pt`` in each folder is the model."""
     from sgn.lab.study import study_run_dir
-    from sgn.train import train
 
-    if index == main_index:
-        return {name: main_runs / name / "best.pt" for name in models}
-    checkpoints = {}
+    runs = {}
     for name, overrides in models.items():
         run_config = apply_overrides(config, {**overrides, "data.index": str(index)})
-        run_dir = study_run_dir(runs_dir / f"without_{bank}", run_config)
-        log.info("fold without %s: training %s in %s", bank, name, run_dir)
-        train(run_config, run_dir, device=device, resume=True, stale="retrain", progress=False)
-        checkpoints[name] = run_dir / "best.pt"
-    return checkpoints
+        runs[name] = (run_config, study_run_dir(runs_dir / f"without_{bank}", run_config))
+    return runs
 
 
 def score_fold(bank: str, lists: Mapping[str, Path], checkpoints: Mapping[str, Path], index: Path,

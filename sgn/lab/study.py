@@ -91,6 +91,7 @@ def run_study(
     device: str = "auto",
     presence: bool = True,
     progress: bool = True,
+    jobs: int = 1,
 ) -> pd.DataFrame:
     """Train every variant with every seed (cached) and score it on a fixed mixture list.
 
@@ -104,6 +105,7 @@ def run_study(
         data_index: the data set, if not the config's.
         device: ``auto``, ``cpu`` or ``cuda``.
         presence: also score the presence head (SGN variants) when it must guess the classes.
+        jobs: runs trained at once (:func:`sgn.train.train_all`); all are trained before any is scored.
 
     Returns:
         The long table :data:`STUDY_COLUMNS`: per source the metrics of
@@ -117,11 +119,15 @@ def run_study(
     if data_index is not None:
         base = apply_overrides(base, {"data.index": str(data_index)})
     read_mixture_list(mixtures)  # a bad list fails now, not after the first run has trained
-    parts = []
-    jobs = [(name, seed) for name in variants for seed in seeds]
-    for name, seed in tqdm(jobs, desc="study", unit="run", disable=not progress):
-        run_config = variant_config(base, variants[name], budget or {}, int(seed))
-        parts.append(_run_point(name, int(seed), run_config, Path(mixtures), Path(runs_dir), device, presence))
+    from sgn.train import train_all
+
+    points = [(name, int(seed), variant_config(base, variants[name], budget or {}, int(seed)))
+              for name in variants for seed in seeds]
+    runs = [(config, study_run_dir(runs_dir, config)) for _, _, config in points]
+    histories = train_all(runs, jobs=jobs, device=device, progress=progress)
+    parts = [_score_point(name, seed, config, history, Path(mixtures), run_dir, device, presence)
+             for (name, seed, config), (_, run_dir), history
+             in tqdm(list(zip(points, runs, histories)), desc="scoring", unit="run", disable=not progress)]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -142,12 +148,8 @@ def _check_study_args(variants: Any, seeds: Any, budget: Any) -> None:
         raise SGNError(f"budget: expected {{config key: value}}, got {shorten(budget)}")
 
 
-def _run_point(name: str, seed: int, config: TrainConfig, mixtures: Path, runs_dir: Path, device: str,
-               presence: bool) -> pd.DataFrame:
-    from sgn.train import train
-
-    run_dir = study_run_dir(runs_dir, config)
-    history = train(config, run_dir, device=device, resume=True, stale="retrain", progress=False)
+def _score_point(name: str, seed: int, config: TrainConfig, history: list[dict], mixtures: Path, run_dir: Path,
+                 device: str, presence: bool) -> pd.DataFrame:
     scores = _cached_scores(run_dir, mixtures, device, presence and config.model.arch == "sgn")
     minutes = pd.DataFrame([{"mixture_id": -1, "n_sources": 0, "source": -1, "class": "", "metric": "train_minutes",
                              "value": history[-1]["elapsed_s"] / 60 if history else float("nan")}])
