@@ -17,14 +17,19 @@ FLOPs over the step time, as a fraction of that peak.
 
 Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
 [--precision fp32 bf16] [--compile off on] [--segments 8192 32768] [--batches 8 32]
-[--sources 1 3] [--flops [--peak-tflops 989]]
+[--sources 1 3] [--jobs 1 2] [--flops [--peak-tflops 989]]
 [--csv FILE]``.
+
+``--jobs 1 2`` also times each row with that many training processes at once, each with an
+equal share of the cores (as :func:`sgn.train.train_all` trains independent runs):
+``mixtures/s`` is then their sum, and ``step (s)`` the median of their own step times.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -44,6 +49,8 @@ from sgn.config import PRECISIONS, apply_overrides, load_config  # noqa: E402
 from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
 from sgn.device import autocast_for, resolve_device  # noqa: E402
 from sgn.train import CompiledOrEager, build_state, train_step  # noqa: E402
+from sgn.utils import SGNError  # noqa: E402
+from sgn.workers import worker_pool  # noqa: E402
 
 
 @dataclass
@@ -99,6 +106,19 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
                      counter.get_total_flops() if counter is not None else None, first_s)
 
 
+def time_concurrent(config, index_path: str, device, steps: int, jobs: int) -> tuple[list[StepTimes], int]:
+    """:func:`time_steps` in ``jobs`` processes at once, each with ``cpu_count // jobs`` threads;
+    returns each process's times and the threads each had."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with worker_pool(jobs, threads=threads) as pool:
+        futures = [pool.submit(_time_in_worker, config, index_path, str(device), steps) for _ in range(jobs)]
+        return [future.result() for future in futures], threads
+
+
+def _time_in_worker(config, index_path: str, device: str, steps: int) -> StepTimes:
+    return time_steps(config, read_index(index_path), torch.device(device), steps)
+
+
 def profile_step(config, index, device, top: int = 12) -> str:
     """torch.profiler's table of one training step (after warm-up): the ``top`` operators by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
@@ -113,17 +133,22 @@ def profile_step(config, index, device, top: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def table_row(name: str, arch: str, segment: int, batch: int, sources, times: StepTimes, config,
-              flops: bool, peak_tflops: float | None) -> dict[str, str]:
-    """One row of the printed table (and of ``--csv``): formatted values by column name."""
-    total, sample_rate = times.step_s + times.load_s, config.data.sample_rate
+def table_row(name: str, arch: str, segment: int, batch: int, sources, times: list[StepTimes], threads: int,
+              config, flops: bool, peak_tflops: float | None) -> dict[str, str]:
+    """One row of the printed table (and of ``--csv``): formatted values by column name; ``times``
+    holds one entry per process that trained at once (``threads`` threads each)."""
+    mixtures_s = sum(batch / (t.step_s + t.load_s) for t in times)
+    step_s, load_s = statistics.median(t.step_s for t in times), statistics.median(t.load_s for t in times)
+    first, sample_rate = times[0], config.data.sample_rate
     row = {"config": name, "arch": arch, "precision": config.precision, "compile": "on" if config.compile else "off",
-           "segment (samples)": str(segment), "batch": str(batch), "sources": str(sources), "first step (s)": f"{times.first_s:.1f}", "step (s)": f"{times.step_s:.3f}", "data (s)": f"{times.load_s:.3f}",
-           "mixtures/s": f"{batch / total:.1f}", "audio s/s": f"{batch * segment / sample_rate / total:.1f}",
-           "peak GPU memory (GiB)": "n/a" if times.peak_gib is None else f"{times.peak_gib:.2f}"}
+           "segment (samples)": str(segment), "batch": str(batch), "sources": str(sources),
+           "processes x threads": f"{len(times)} x {threads}", "first step (s)": f"{first.first_s:.1f}",
+           "step (s)": f"{step_s:.3f}", "data (s)": f"{load_s:.3f}",
+           "mixtures/s": f"{mixtures_s:.1f}", "audio s/s": f"{mixtures_s * segment / sample_rate:.1f}",
+           "peak GPU memory (GiB)": "n/a" if first.peak_gib is None else f"{first.peak_gib:.2f}"}
     if flops:
-        achieved = times.flops / times.step_s / 1e12
-        row["GFLOP/step"] = f"{times.flops / 1e9:.1f}"
+        achieved = first.flops / first.step_s / 1e12
+        row["GFLOP/step"] = f"{first.flops / 1e9:.1f}"
         row["TFLOP/s"] = f"{achieved:.2f}"
         row["MFU"] = "n/a" if peak_tflops is None else f"{achieved / peak_tflops:.1%}"
     return row
@@ -139,6 +164,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="also time these batch sizes")
     parser.add_argument("--sources", type=int, nargs="*", default=[],
                         help="also time these numbers of sources per mixture")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1],
+                        help="time each row with this many training processes at once (cores shared equally)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS,
                         help="time each of these training precisions (default: the config's)")
@@ -157,8 +184,15 @@ def main() -> None:
             parser.error(f"{name}: expected positive numbers, got {values}")
     if args.peak_tflops is not None and not (args.flops and args.peak_tflops > 0):
         parser.error(f"--peak-tflops: expected a positive number with --flops, got {args.peak_tflops}")
+    if any(j < 1 for j in args.jobs) or (args.flops and args.jobs != [1]):
+        parser.error(f"--jobs: expected positive numbers (only 1 with --flops), got {args.jobs}")
     device = resolve_device(args.device)
-    index = read_index(args.index)
+    if device.type == "cuda" and args.jobs != [1]:
+        parser.error("--jobs: processes at once share the cores; on CUDA time one (--jobs 1)")
+    try:
+        index = read_index(args.index)
+    except SGNError as err:
+        parser.error(f"--index: {err}")
 
     print(machine_line())
     print()
@@ -176,12 +210,18 @@ def main() -> None:
             config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
                                             f"optim.batch_size={batch}", f"data.n_sources={sources}",
                                             f"precision={precision}", f"compile={compiled}"])
-            times = time_steps(config, index, device, args.steps, count_flops=args.flops)
-            rows.append(table_row(name, arch, segment, batch, sources, times, config, args.flops, args.peak_tflops))
-            if len(rows) == 1:  # the header, once the columns are known
-                print("| " + " | ".join(rows[0]) + " |")
-                print("|" + "---|" * len(rows[0]))
-            print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
+            for jobs in args.jobs:
+                if jobs == 1:
+                    times = [time_steps(config, index, device, args.steps, count_flops=args.flops)]
+                    threads = torch.get_num_threads()
+                else:
+                    times, threads = time_concurrent(config, args.index, device, args.steps, jobs)
+                rows.append(table_row(name, arch, segment, batch, sources, times, threads, config, args.flops,
+                                      args.peak_tflops))
+                if len(rows) == 1:  # the header, once the columns are known
+                    print("| " + " | ".join(rows[0]) + " |")
+                    print("|" + "---|" * len(rows[0]))
+                print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
             if args.profile:
                 profiles.append((rows[-1], profile_step(config, index, device)))
     for row, table in profiles:

@@ -36,6 +36,13 @@ def test_bench_train_precisions(tiny_synth):
     assert "| smoke | sgn | fp32 | off |" in stdout and "| smoke | sgn | auto | off |" in stdout
 
 
+def test_bench_train_jobs_time_processes_at_once(tiny_synth):
+    stdout = run("bench_train.py", "--config", "smoke", "--index", str(tiny_synth), "--steps", "1", "--arch", "unet",
+                 "--jobs", "1", "2")
+    rows = [line for line in stdout.splitlines() if line.startswith("| smoke | unet |")]
+    assert len(rows) == 2 and "| 2 x " in rows[1] and "| 1 x " in rows[0]
+
+
 def test_recipe_screen(tiny_synth, tmp_path):
     stdout = run("recipe_screen.py", "--config", "smoke", "--index", str(tiny_synth), "--out", str(tmp_path / "screen"),
                  "--minutes", "0.02", "--mixtures", "4", "--variant", "base:", "--variant", "lr2:optim.lr=2.0e-3")
@@ -54,6 +61,8 @@ def test_bench_metrics():
     ("bench_metrics.py", ["--length", "100"], "--length must be at least 512"),
     ("bench_train.py", ["--sources", "0"], "--sources: expected positive numbers"),
     ("bench_train.py", ["--peak-tflops", "989"], "--peak-tflops: expected a positive number with --flops"),
+    ("bench_train.py", ["--jobs", "0"], "--jobs: expected positive numbers"),
+    ("bench_train.py", ["--index", "no/such/index.csv"], "--index: no/such/index.csv: index file not found"),
     ("bench_separate.py", ["--seconds", "0"], "--seconds must be positive"),
 ])
 def test_bench_bad_options_are_one_line(script, args, message):
