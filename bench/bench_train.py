@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import statistics
 import sys
 import time
@@ -50,7 +49,7 @@ from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
 from sgn.device import autocast_for, resolve_device  # noqa: E402
 from sgn.train import CompiledOrEager, build_state, train_step  # noqa: E402
 from sgn.utils import SGNError  # noqa: E402
-from sgn.workers import worker_pool  # noqa: E402
+from sgn.workers import share_of_cores, worker_pool  # noqa: E402
 
 
 @dataclass
@@ -109,7 +108,7 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
 def time_concurrent(config, index_path: str, device, steps: int, jobs: int) -> tuple[list[StepTimes], int]:
     """:func:`time_steps` in ``jobs`` processes at once, each with ``cpu_count // jobs`` threads;
     returns each process's times and the threads each had."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = share_of_cores(jobs)
     with worker_pool(jobs, threads=threads) as pool:
         futures = [pool.submit(_time_in_worker, config, index_path, str(device), steps) for _ in range(jobs)]
         return [future.result() for future in futures], threads

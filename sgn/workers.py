@@ -25,6 +25,11 @@ _PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def share_of_cores(processes: int) -> int:
+    """Threads for each of ``processes`` processes that share this machine's cores equally (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 @contextlib.contextmanager
 def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
     """A spawned pool of ``jobs`` workers of ``threads`` threads each, ended with the block.

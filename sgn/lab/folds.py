@@ -5,8 +5,8 @@ test_unseen). A *fold* is the set rendered with another bank held out: the same 
 clip count, length and seed (read from the main set's ``prepare.json``), in its own
 folder, rendered once (:func:`fold_index`). In each fold the models train on the other
 banks (:func:`fold_runs`, trained with :func:`sgn.train.train_all` and cached by config and
-code like every study run; the main set's fold reuses the models already trained on it) and every method is scored on new
-melodies of the seen banks (``test_seen``) and of the bank left out (``test_unseen``)
+code like every study run; the main set's fold reuses the models already trained on it) and
+every method is scored on new melodies of the seen banks (``test_seen``) and of the bank left out (``test_unseen``)
 (:func:`score_fold`); :func:`fold_table` gives the per-bank table with intervals.
 """
 

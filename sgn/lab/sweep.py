@@ -66,7 +66,7 @@ import sgn
 from sgn.lab.notebooks import (DEFAULT_KERNEL, NotebookError, check_parameters, notebook_parameters,
                                notebook_source, run_notebook)
 from sgn.utils import SGNError, atomic_path, atomic_write_text, git_commit, read_yaml, sha256_file
-from sgn.workers import worker_pool
+from sgn.workers import share_of_cores, worker_pool
 
 log = logging.getLogger("sgn")
 
@@ -282,7 +282,7 @@ def _run_local(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict]]:
     from concurrent.futures import as_completed
 
     # each point (and the kernel it starts) gets its share of the cores
-    with worker_pool(jobs, threads=max(1, (os.cpu_count() or 1) // jobs)) as pool:
+    with worker_pool(jobs, threads=share_of_cores(jobs)) as pool:
         futures = {pool.submit(_execute_point, *args): pid for pid, args in tasks}
         for future in as_completed(futures):
             try:
