@@ -7,8 +7,9 @@ Also shows how the step time grows with the segment length, the batch size and t
 number of sources per mixture (each varied alone from the config's values).
 
 The step is the training loop's own (:func:`sgn.train.train_step`), under the config's
-precision and compilation or those of ``--precision`` and ``--compile`` (one row each;
-``auto`` is bf16 where the device computes it natively); on CUDA the table gives the peak
+precision, attention kernel and compilation or those of ``--precision``, ``--attention`` and
+``--compile`` (one row each; precision ``auto`` is bf16 where the device computes it
+natively, attention ``auto`` the math kernel under bf16 on a CPU); on CUDA the table gives the peak
 GPU memory of the timed steps. ``--flops`` counts the
 model FLOPs of one optimisation step with ``torch.utils.flop_counter.FlopCounterMode``
 (matrix multiplications, convolutions and attention; element-wise work and the optimizer
@@ -16,7 +17,7 @@ are not counted) and, with ``--peak-tflops``, the model FLOP utilisation (MFU): 
 FLOPs over the step time, as a fraction of that peak.
 
 Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
-[--precision fp32 bf16] [--compile off on] [--segments 8192 32768] [--batches 8 32]
+[--precision fp32 bf16] [--attention fused math] [--compile off on] [--segments 8192 32768] [--batches 8 32]
 [--sources 1 3] [--jobs 1 2] [--flops [--peak-tflops 989]]
 [--csv FILE]``.
 
@@ -44,9 +45,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
 
 from sgn.audio import STFTSpec  # noqa: E402
-from sgn.config import PRECISIONS, apply_overrides, load_config  # noqa: E402
+from sgn.config import ATTENTIONS, PRECISIONS, apply_overrides, load_config  # noqa: E402
 from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
-from sgn.device import autocast_for, resolve_device  # noqa: E402
+from sgn.device import resolve_device, training_context  # noqa: E402
 from sgn.train import CompiledOrEager, build_state, train_step  # noqa: E402
 from sgn.utils import SGNError  # noqa: E402
 from sgn.workers import share_of_cores, worker_pool  # noqa: E402
@@ -64,7 +65,8 @@ class StepTimes:
 
 
 def _setup(config, index, device):
-    """The training data, a fresh model and optimizer, the forward callable and the autocast of ``config``."""
+    """The training data, a fresh model and optimizer, the forward callable and the context
+    ``config``'s steps compute in (precision, attention kernel)."""
     classes = index_classes(index)
     data = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
                           segment_samples=config.data.segment_samples,
@@ -72,13 +74,13 @@ def _setup(config, index, device):
     torch.manual_seed(config.seed)
     state = build_state(config, classes, device, ddp=False)
     forward = CompiledOrEager(state.model) if config.compile else state.model
-    return data, state, forward, autocast_for(config.precision, device)
+    return data, state, forward, training_context(config.precision, config.attention, device)
 
 
 def time_steps(config, index, device, steps: int, count_flops: bool = False) -> StepTimes:
     """Time ``steps`` optimisation steps (:func:`sgn.train.train_step`: the training loop's own, under
     the config's precision and compilation) after warm-up steps; the first warm-up step counts the FLOPs."""
-    data, state, forward, autocast = _setup(config, index, device)
+    data, state, forward, compute = _setup(config, index, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     counter = FlopCounterMode(display=False) if count_flops else None
@@ -92,7 +94,7 @@ def time_steps(config, index, device, steps: int, count_flops: bool = False) -> 
         loaded = time.perf_counter()
         # the FLOPs are the same every step, so a warm-up step (not timed) counts them
         with counter if (counter is not None and step == 0) else nullcontext():
-            train_step(state, forward, batch, config, autocast)
+            train_step(state, forward, batch, config, compute)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step == 0:
@@ -122,13 +124,13 @@ def profile_step(config, index, device, top: int = 12) -> str:
     """torch.profiler's table of one training step (after warm-up): the ``top`` operators by self CPU time."""
     from torch.profiler import ProfilerActivity, profile
 
-    data, state, forward, autocast = _setup(config, index, device)
+    data, state, forward, compute = _setup(config, index, device)
     batches = [torch.utils.data.default_collate([data[k * config.optim.batch_size + i]
                                                  for i in range(config.optim.batch_size)]) for k in range(3)]
     for batch in batches[:2]:  # warm-up (and compiling)
-        train_step(state, forward, {k: v.to(device) for k, v in batch.items()}, config, autocast)
+        train_step(state, forward, {k: v.to(device) for k, v in batch.items()}, config, compute)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_step(state, forward, {k: v.to(device) for k, v in batches[2].items()}, config, autocast)
+        train_step(state, forward, {k: v.to(device) for k, v in batches[2].items()}, config, compute)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
@@ -139,7 +141,8 @@ def table_row(name: str, arch: str, segment: int, batch: int, sources, times: li
     mixtures_s = sum(batch / (t.step_s + t.load_s) for t in times)
     step_s, load_s = statistics.median(t.step_s for t in times), statistics.median(t.load_s for t in times)
     first, sample_rate = times[0], config.data.sample_rate
-    row = {"config": name, "arch": arch, "precision": config.precision, "compile": "on" if config.compile else "off",
+    row = {"config": name, "arch": arch, "precision": config.precision, "attention": config.attention,
+           "compile": "on" if config.compile else "off",
            "segment (samples)": str(segment), "batch": str(batch), "sources": str(sources),
            "processes x threads": f"{len(times)} x {threads}", "first step (s)": f"{first.first_s:.1f}",
            "step (s)": f"{step_s:.3f}", "data (s)": f"{load_s:.3f}",
@@ -168,6 +171,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS,
                         help="time each of these training precisions (default: the config's)")
+    parser.add_argument("--attention", nargs="+", default=None, choices=ATTENTIONS,
+                        help="time each of these attention kernels (default: the config's)")
     parser.add_argument("--compile", nargs="+", default=None, choices=["off", "on"],
                         help="time without and/or with torch.compile (default: the config's)")
     parser.add_argument("--flops", action="store_true",
@@ -203,12 +208,13 @@ def main() -> None:
         variants += [(s, base_batch, base_sources) for s in args.segments]
         variants += [(base_segment, b, base_sources) for b in args.batches]
         variants += [(base_segment, base_batch, str(n)) for n in args.sources]
-        modes = [(precision, compiled) for precision in args.precision or [base.precision]
-                 for compiled in ([c == "on" for c in args.compile] if args.compile else [base.compile])]
-        for arch, (precision, compiled), (segment, batch, sources) in itertools.product(args.arch, modes, variants):
+        modes = list(itertools.product(args.precision or [base.precision], args.attention or [base.attention],
+                                       [c == "on" for c in args.compile] if args.compile else [base.compile]))
+        for arch, (precision, attention, compiled), (segment, batch, sources) in itertools.product(
+                args.arch, modes, variants):
             config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
                                             f"optim.batch_size={batch}", f"data.n_sources={sources}",
-                                            f"precision={precision}", f"compile={compiled}"])
+                                            f"precision={precision}", f"attention={attention}", f"compile={compiled}"])
             for jobs in args.jobs:
                 if jobs == 1:
                     times = [time_steps(config, index, device, args.steps, count_flops=args.flops)]
@@ -224,7 +230,8 @@ def main() -> None:
             if args.profile:
                 profiles.append((rows[-1], profile_step(config, index, device)))
     for row, table in profiles:
-        print(f"\n{row['config']} {row['arch']} {row['precision']} compile {row['compile']}: one step, top operators")
+        print(f"\n{row['config']} {row['arch']} {row['precision']} attention {row['attention']} compile {row['compile']}: "
+              "one step, top operators")
         print(table)
     if args.csv is not None:
         pd.DataFrame(rows).to_csv(args.csv, index=False, lineterminator="\n")

@@ -108,14 +108,17 @@ def main() -> None:
 def print_table(results, variants: dict, split: str, args) -> None:
     reference = next(iter(variants))
     sdr = study_intervals(results, "sdr", reference=reference)
-    minutes = study_means(results, ["train_minutes"])["train_minutes"]
+    means = study_means(results, ["train_minutes", "presence_recall", "presence_precision"])
     print(f"\n{split}: {len(args.seeds)} seed(s), {args.mixtures} mixtures, {args.minutes} min budget\n")
-    print(f"| variant | steps | train min | {split} SDR (dB) [95%] | minus {reference} (dB) [95%] |")
-    print("|---|---|---|---|---|")
+    print(f"| variant | steps | train min | {split} SDR (dB) [95%] | minus {reference} (dB) [95%] "
+          "| presence recall / precision |")
+    print("|---|---|---|---|---|---|")
     for row in sdr.itertuples():
         diff = "" if row.variant == reference else f"{row.diff:+.2f} [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
-        print(f"| {row.variant} | {variants[row.variant]['optim.max_steps']} | {minutes[row.variant]:.2f} | "
-              f"{row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {diff} |", flush=True)
+        presence = means.loc[row.variant].reindex(["presence_recall", "presence_precision"])  # NaN: no presence head
+        presence = "n/a" if presence.isna().any() else f"{presence.iloc[0]:.2f} / {presence.iloc[1]:.2f}"
+        print(f"| {row.variant} | {variants[row.variant]['optim.max_steps']} | {means.loc[row.variant, 'train_minutes']:.2f} "
+              f"| {row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {diff} | {presence} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -91,9 +91,11 @@ RANGES: dict[str, Range] = {
     "log_every": Range(1, 10**9),
     "eval_every": Range(1, 10**9),
 }
-# Training precisions (sgn.device.autocast_for says what each means on a device).
+# Training precisions and attention kernels (sgn.device.autocast_for and attention_kernel say what each means).
 PRECISIONS = ("fp32", "bf16", "auto")
-CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("sgn", "unet"), "loss.mask": ("bce", "l1"), "precision": PRECISIONS}
+ATTENTIONS = ("auto", "fused", "math")
+CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("sgn", "unet"), "loss.mask": ("bce", "l1"),
+                                       "precision": PRECISIONS, "attention": ATTENTIONS}
 N_SOURCES = re.compile(r"([1-9][0-9]{0,2})(?:-([1-9][0-9]{0,2}))?")  # "2" or "1-4"
 
 
@@ -185,6 +187,9 @@ class TrainConfig:
     # fp32 | bf16 | auto (bf16 where the device computes it natively: sgn.device.autocast_for).
     # Training and validation only: evaluation and separation run in fp32.
     precision: str = "auto"
+    # auto | fused | math: PyTorch's attention kernel in training and validation (sgn.device.attention_kernel):
+    # auto takes the math kernel under bf16 on a CPU, where it measured faster, and PyTorch's own choice elsewhere
+    attention: str = "auto"
     compile: bool = False  # torch.compile the model (a failure falls back to eager with one warning)
 
     def __post_init__(self) -> None:

@@ -63,7 +63,7 @@ from sgn.data import (
     make_mixture_list,
     read_index,
 )
-from sgn.device import autocast_for, resolve_device
+from sgn.device import resolve_device, training_context
 from sgn.interface import MaskSeparator
 from sgn.loss import LOSS_TERMS, separation_loss, total_loss
 from sgn.metrics import SilentSignalError, best_presence_threshold, bss_eval_sources_batch, score_padded_batch
@@ -99,7 +99,8 @@ def _batch_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> dict[str, np.
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, autocast) -> float:
+def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
+             compute: Callable) -> float:
     """Mean BSS-eval SDR (dB) over the sources of the fixed validation list.
 
     The estimates are scored a batch at a time where they were computed: on a GPU by
@@ -108,7 +109,7 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
     model.eval()
     sdrs = []
     for batch in loader:
-        with autocast():
+        with compute():
             est = model.estimate(batch["mixture"].to(device), batch["class_ids"].to(device))
         for scores in score_padded_batch(_batch_sdr, batch["sources"], est.float(), batch["n_sources"]):
             if isinstance(scores, SilentSignalError):
@@ -120,13 +121,13 @@ def validate(model: nn.Module, loader: torch.utils.data.DataLoader, device: torc
 
 @torch.no_grad()
 def presence_threshold(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
-                       autocast) -> float | None:
+                       compute: Callable) -> float | None:
     """The presence head's threshold chosen on the validation list
     (:func:`sgn.metrics.best_presence_threshold`); ``None`` for a model without the head."""
     model.eval()
     probabilities, present = [], []
     for batch in loader:
-        with autocast():
+        with compute():
             logits = model(batch["mix_mag"].to(device)).presence_logits
         if logits is None:
             model.train()
@@ -235,7 +236,7 @@ def restore(state: TrainState, path: Path, config: TrainConfig, classes: list[st
 
 
 def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainConfig,
-               autocast: Callable) -> tuple[dict[str, torch.Tensor], float]:
+               compute: Callable) -> tuple[dict[str, torch.Tensor], float]:
     """One optimisation step on ``batch`` (on the model's device).
 
     Returns:
@@ -248,7 +249,7 @@ def train_step(state: TrainState, forward: Callable, batch: dict, config: TrainC
     lr = learning_rate(state.step, config)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    with autocast():
+    with compute():
         out = forward(batch["mix_mag"])
     terms = separation_loss(out, state.model.loss_batch(batch), state.model.layout, config.loss)
     loss = total_loss(terms, config.loss)
@@ -469,7 +470,8 @@ def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[s
 def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
            resume: bool, stale: str, progress: bool, stop_after: int | None, overwrite: bool) -> list[dict]:
     master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
-    autocast = autocast_for(config.precision, device_t)  # an unsupported precision fails before any write
+    # precision and attention kernel; a bad precision fails before any write
+    compute = training_context(config.precision, config.attention, device_t)
     run = open_run(out_dir, config, resume=resume, stale=stale, write=master, overwrite=overwrite)
     if ddp:
         dist.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -495,7 +497,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
     state.model.train()
     for batch in loader:
         batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
-        losses, grad_norm = train_step(state, forward, batch, config, autocast)
+        losses, grad_norm = train_step(state, forward, batch, config, compute)
         clock.items += config.optim.batch_size
         bar.update(1)
         is_eval = state.step % config.eval_every == 0 or state.step == max_steps
@@ -507,10 +509,10 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
         row = {"step": state.step, "lr": learning_rate(state.step - 1, config), "grad_norm": grad_norm,
                "val_sdr": "", **clock.lap(), **logged}
         if is_eval:
-            row["val_sdr"] = validate(state.model, data.val_loader, device_t, autocast)
+            row["val_sdr"] = validate(state.model, data.val_loader, device_t, compute)
             if row["val_sdr"] > state.best_sdr:
                 state.best_sdr = row["val_sdr"]
-                state.presence_threshold = presence_threshold(state.model, data.val_loader, device_t, autocast)
+                state.presence_threshold = presence_threshold(state.model, data.val_loader, device_t, compute)
                 save_state(state, run.best, config, provenance, resumable=False)
             save_state(state, run.last, config, provenance, resumable=True)
             saved_step = state.step

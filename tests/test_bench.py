@@ -1,5 +1,6 @@
 """The bench scripts run (tiny sizes; no timing is asserted, figures live in the README)."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +28,15 @@ def test_bench_train(tiny_synth):
     stdout = run("bench_train.py", "--config", "smoke", "--index", str(tiny_synth), "--steps", "1",
                  "--segments", "2048", "--batches", "2", "--sources", "3")
     assert stdout.count("| smoke |") == 8  # 2 architectures x 4 variants
-    assert "| smoke | sgn | fp32 | off | 4096 | 4 | 3 |" in stdout and "| smoke | unet | fp32 | off | 4096 | 2 | 2 |" in stdout
+    assert "| smoke | sgn | fp32 | auto | off | 4096 | 4 | 3 |" in stdout
+    assert "| smoke | unet | fp32 | auto | off | 4096 | 2 | 2 |" in stdout
 
 
-def test_bench_train_precisions(tiny_synth):
+def test_bench_train_precisions_and_attention_kernels(tiny_synth):
     stdout = run("bench_train.py", "--config", "smoke", "--index", str(tiny_synth), "--steps", "1", "--arch", "sgn",
-                 "--precision", "fp32", "auto")
-    assert "| smoke | sgn | fp32 | off |" in stdout and "| smoke | sgn | auto | off |" in stdout
+                 "--precision", "fp32", "auto", "--attention", "fused", "math")
+    for precision, attention in itertools.product(["fp32", "auto"], ["fused", "math"]):
+        assert f"| smoke | sgn | {precision} | {attention} | off |" in stdout
 
 
 def test_bench_train_jobs_time_processes_at_once(tiny_synth):
@@ -47,6 +50,7 @@ def test_recipe_screen(tiny_synth, tmp_path):
     stdout = run("recipe_screen.py", "--config", "smoke", "--index", str(tiny_synth), "--out", str(tmp_path / "screen"),
                  "--minutes", "0.02", "--mixtures", "4", "--variant", "base:", "--variant", "lr2:optim.lr=2.0e-3")
     assert "| base |" in stdout and "| lr2 |" in stdout and "minus base" in stdout
+    assert "presence recall / precision |" in stdout and stdout.count(" / 0.") + stdout.count(" / 1.") >= 2
     assert (tmp_path / "screen" / "val_2src.csv").is_file()
 
 

@@ -8,7 +8,8 @@ import torch
 
 import sgn.device as device_module
 from sgn.config import apply_overrides, from_dict, load_config, to_dict
-from sgn.device import autocast_for, cpu_flags, native_bf16
+from sgn.device import attention_kernel, autocast_for, cpu_flags, native_bf16, training_context
+from sgn.model import SelfAttentionBlock
 from sgn.train import CompiledOrEager, train
 from sgn.utils import SGNError
 
@@ -91,3 +92,51 @@ def test_training_runs_with_bf16_and_with_compile(tiny_synth, tmp_path, override
     assert [row["step"] for row in history] == [1, 2, 3]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in history)
     assert isinstance(history[-1]["val_sdr"], float)
+
+
+def _kernel_used(attention: str, precision: str, flags: set, monkeypatch) -> str:
+    """Which attention kernel ``attention_kernel`` lets the CPU run: fused (flash) while PyTorch
+    may choose it (its switches are global, named after CUDA but read on the CPU too)."""
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: flags)
+    with attention_kernel(attention, precision, CPU)():
+        return "fused" if torch.backends.cuda.flash_sdp_enabled() else "math"
+
+
+@pytest.mark.parametrize("attention,precision,flags,expect", [
+    ("auto", "auto", {"avx512_bf16"}, "math"),  # bf16 on a CPU: the math kernel (measured faster)
+    ("auto", "auto", set(), "fused"),  # auto precision is fp32 here: PyTorch's choice
+    ("auto", "fp32", {"avx512_bf16"}, "fused"),
+    ("fused", "bf16", {"avx512_bf16"}, "fused"),
+    ("math", "fp32", set(), "math"),
+])
+def test_attention_kernel_follows_the_precision_on_a_cpu(monkeypatch, attention, precision, flags, expect):
+    assert _kernel_used(attention, precision, flags, monkeypatch) == expect
+    assert torch.backends.cuda.flash_sdp_enabled()  # the choice is undone on leaving the context
+
+
+@pytest.mark.parametrize("value", ["flash", "MATH", 0, None])
+def test_attention_is_checked_where_the_config_is_read_and_where_it_is_used(value):
+    with pytest.raises(SGNError, match="attention") as info:
+        apply_overrides(load_config("smoke"), {"attention": value})
+    assert "\n" not in str(info.value)
+    with pytest.raises(SGNError, match="attention: expected one of"):
+        attention_kernel(value, "fp32", CPU)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_math_and_fused_kernels_compute_the_same_attention(monkeypatch, precision):
+    """The kernel is a speed choice, not a model change: same outputs and gradients within the precision."""
+    monkeypatch.setattr(device_module, "cpu_flags", lambda: {"avx512_bf16"})
+    torch.manual_seed(0)
+    block = SelfAttentionBlock(dim=32, heads=4, mlp_ratio=2.0)
+    x = torch.randn(2, 50, 32)
+    results = {}
+    for attention in ("fused", "math"):
+        block.zero_grad()
+        with training_context(precision, attention, CPU)():
+            y = block(x)
+        y.float().square().mean().backward()
+        results[attention] = (y.float().detach(), block.qkv.weight.grad.clone())
+    tolerance = 1e-5 if precision == "fp32" else 3e-2
+    for fused, math_ in zip(results["fused"], results["math"]):
+        assert torch.allclose(fused, math_, atol=tolerance, rtol=tolerance)

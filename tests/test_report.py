@@ -40,7 +40,8 @@ def test_class_colours_are_distinct_for_the_books_classes():
 def test_recorded_measurements():
     recipe = read_record("recipe_screen")
     assert {"change", "kept", "minus_reference_95ci"} <= set(recipe.columns)
-    assert (recipe["kept"].str.startswith("yes")).sum() == 1
+    kept = recipe[recipe["kept"].str.startswith("yes")]
+    assert list(kept["overrides"]) == ["data.segment_samples=8192", "attention=math"]
     augment = read_record("augment_screen")
     assert not augment["kept"].str.startswith("yes").any()  # nothing kept: the confirmation was called below
     with pytest.raises(SGNError, match=r"record 'nope': no nope.csv in .*; records: augment_screen, recipe_screen"):
