@@ -1,8 +1,8 @@
 """Training throughput: mixtures per second for each config, architecture and device.
 
 Times full optimisation steps (forward, the training loss, backward, AdamW) on batches
-built by the real data pipeline (``MixtureDataset``) from ``--index``, after warm-up
-steps; data loading is timed separately so the table shows whether it is a bottleneck.
+built as the training loop builds them (:func:`sgn.train.training_set`: gains,
+augmentation) from ``--index``, after warm-up steps; data loading is timed separately so the table shows whether it is a bottleneck.
 Also shows how the step time grows with the segment length, the batch size and the
 number of sources per mixture (each varied alone from the config's values).
 
@@ -44,11 +44,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_line  # noqa: E402
 
-from sgn.audio import STFTSpec  # noqa: E402
 from sgn.config import ATTENTIONS, PRECISIONS, apply_overrides, load_config  # noqa: E402
-from sgn.data import MixtureDataset, index_classes, read_index  # noqa: E402
+from sgn.data import index_classes, read_index  # noqa: E402
 from sgn.device import resolve_device, training_context  # noqa: E402
-from sgn.train import CompiledOrEager, build_state, train_step  # noqa: E402
+from sgn.train import CompiledOrEager, build_state, train_step, training_set  # noqa: E402
 from sgn.utils import SGNError  # noqa: E402
 from sgn.workers import share_of_cores, worker_pool  # noqa: E402
 
@@ -65,12 +64,10 @@ class StepTimes:
 
 
 def _setup(config, index, device):
-    """The training data, a fresh model and optimizer, the forward callable and the context
-    ``config``'s steps compute in (precision, attention kernel)."""
+    """The training data (as the loop draws it: gains, augmentation), a fresh model and optimizer,
+    the forward callable and the context ``config``'s steps compute in (precision, attention kernel)."""
     classes = index_classes(index)
-    data = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
-                          segment_samples=config.data.segment_samples,
-                          stft=STFTSpec(config.model.n_fft, config.model.hop))
+    data = training_set(config, index, classes)
     torch.manual_seed(config.seed)
     state = build_state(config, classes, device, ddp=False)
     forward = CompiledOrEager(state.model) if config.compile else state.model

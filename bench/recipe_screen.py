@@ -1,8 +1,9 @@
 """Training recipes compared at a fixed wall-clock budget, on validation mixtures only.
 
 Each variant is a set of config overrides (``--variant NAME:key=value,key=value``). Its
-step time is measured first (:func:`bench_train.time_steps`, the training loop's own
-step, after warm-up), and its ``optim.max_steps`` is set so that training fills
+step time is measured first (:func:`bench_train.time_steps`: the training loop's own step
+and the building of its batch, where augmentation happens, after warm-up), and its
+``optim.max_steps`` is set so that training fills
 ``--minutes`` (warm-up and evaluation scale with it, so every schedule decays to its end
 within the budget). Then :func:`sgn.lab.study.run_study` trains each variant with each
 seed and scores it on a fixed list of mixtures of each of ``--splits`` (validation splits
@@ -41,8 +42,7 @@ from sgn.lab.study import run_study, study_intervals, study_means  # noqa: E402
 
 VAL_LIST_SEED = 7  # not the training loop's validation list (seed 0): scored once, at the end
 VALIDATION_SPLITS = ("val", "val_unseen")
-# Steps timed per variant to set its budget: 3 steps once gave an augmentation that costs 13% a step
-# 1% more steps than the reference (2026-12-05); 10 steps see a cost of a few percent.
+# Steps timed per variant to set its budget (the median of their step and batch-building times).
 STEPS_TIMED = 10
 
 
@@ -63,8 +63,9 @@ def budgeted(base, overrides: dict, minutes: float, index, device) -> dict:
     if "optim.max_steps" in overrides:
         steps = int(overrides["optim.max_steps"])
     else:
-        step_s = time_steps(apply_overrides(base, overrides), index, device, steps=STEPS_TIMED).step_s
-        steps = max(10, int(minutes * 60 / step_s))
+        # the loop builds each batch before its step (num_workers 0): an augmentation's cost is in load_s
+        timed = time_steps(apply_overrides(base, overrides), index, device, steps=STEPS_TIMED)
+        steps = max(10, int(minutes * 60 / (timed.step_s + timed.load_s)))
     scale = steps / base.optim.max_steps
     return {**overrides, "optim.max_steps": steps, "optim.warmup_steps": max(1, round(base.optim.warmup_steps * scale)),
             "eval_every": max(1, steps // 4), "log_every": max(1, steps // 40)}

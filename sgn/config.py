@@ -155,6 +155,9 @@ class LossConfig:
     mask: str = "bce"  # "bce": weighted BCE on binary masks; "l1": weighted L1 on ratio masks
     ce_weight: float = 0.1  # token classification (ignored without class tokens)
     bce_weight: float = 0.1  # class presence
+    # Ours: present and absent classes each weigh half the presence BCE (the plain mean gives the
+    # C - N absent ones most of it). Screened at the ablation budget and not kept (README, recipe record)
+    bce_balanced: bool = False
     # Ours (sgn.loss.assignment_loss): the assignment classifies each patch as its dominant
     # source's class. Every profile trains with 0.1; 0 is the paper as inferred (the `paper` variant).
     assign_weight: float = 0.1

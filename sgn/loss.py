@@ -26,7 +26,8 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
     * ``bce``: target ``1[|S_n| > 0.5 |X|]``, BCE weighted by ``clamp(log1p|X|, 1e-3, 10)``.
     * ``l1``: target ``clamp(|S_n| / |X|, 0, 1)``, L1 with the same weight.
     * CE: each grouped token of a class present in the mixture classifies as its own token target.
-    * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture.
+    * BCE: ``sigmoid(presence_c)`` against the multi-hot set of classes in the mixture
+      (:func:`presence_loss`; ``config.bce_balanced`` weighs present and absent classes equally).
     * assignment (ours, weighted by ``config.assign_weight``): see :func:`assignment_loss`, on
       the output's ``assignment`` and the ``patch`` it is on (zero for models without one).
     """
@@ -49,10 +50,8 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
 
     zero = logits.new_zeros(())
     present = layout.present(ids)  # [B, C]
-    losses["bce_loss"] = (
-        F.binary_cross_entropy_with_logits(out.presence_logits.float(), present)
-        if out.presence_logits is not None else zero
-    )
+    losses["bce_loss"] = (presence_loss(out.presence_logits, present, config.bce_balanced)
+                          if out.presence_logits is not None else zero)
     if out.token_logits is not None:
         token_present = layout.present_tokens(present)  # [B, S]
         targets = layout.token_targets.expand_as(token_present)  # [B, S]
@@ -63,6 +62,18 @@ def separation_loss(out: SeparatorOutput, batch: dict, layout: TokenLayout, conf
     losses["assign_loss"] = (assignment_loss(out.assignment, batch, layout, out.patch)
                              if out.assignment is not None else zero)
     return losses
+
+
+def presence_loss(logits: torch.Tensor, present: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """BCE of the presence logits ``[B, C]`` against the multi-hot ``present``: the mean over
+    every (mixture, class), or with ``balanced`` the mean of the present classes' mean and the
+    absent classes' mean (each set weighs half whatever the number of sources)."""
+    if not balanced:
+        return F.binary_cross_entropy_with_logits(logits.float(), present)
+    per_class = F.binary_cross_entropy_with_logits(logits.float(), present, reduction="none")
+    absent = 1.0 - present
+    return 0.5 * ((per_class * present).sum() / present.sum().clamp_min(1)
+                  + (per_class * absent).sum() / absent.sum().clamp_min(1))
 
 
 def assignment_loss(assignment: torch.Tensor, batch: dict, layout: TokenLayout, patch: tuple[int, int]) -> torch.Tensor:

@@ -849,7 +849,8 @@ def best_presence_threshold(probabilities: np.ndarray, present: np.ndarray) -> f
     """The threshold on the presence head's probabilities that finds each mixture's set of
     classes exactly most often (``probabilities [M, C]``, ``present [M, C]`` bool), among
     :data:`PRESENCE_THRESHOLDS`; ties go to the one nearest 0.5. Chosen on validation
-    mixtures: a head trained with a class-balanced BCE need not be calibrated at 0.5."""
+    mixtures: a head trained with a BCE over C classes of which N are present need not be
+    calibrated at 0.5."""
     probabilities, present = np.asarray(probabilities, float), np.asarray(present, bool)
     exact = [np.mean(np.all((probabilities >= t) == present, axis=1)) for t in PRESENCE_THRESHOLDS]
     best = np.flatnonzero(np.isclose(exact, max(exact)))

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -395,15 +396,21 @@ class TrainingData:
     classes: list[str]
 
 
+def training_set(config: TrainConfig, index: pd.DataFrame, classes: list[str]) -> MixtureDataset:
+    """The training split's random mixtures as ``config`` draws them (gains, augmentation, seed)."""
+    return MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
+                          segment_samples=config.data.segment_samples,
+                          stft=STFTSpec(config.model.n_fft, config.model.hop),
+                          gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed,
+                          augmentation=config.data.augmentation(), sample_rate=config.data.sample_rate)
+
+
 def load_training_data(config: TrainConfig) -> TrainingData:
     index = read_index(config.data.index)
     check_sample_rate(index, config.data.sample_rate)
     classes = index_classes(index)
     stft = STFTSpec(config.model.n_fft, config.model.hop)
-    train_set = MixtureDataset(index, "train", classes, n_sources=config.data.n_sources,
-                               segment_samples=config.data.segment_samples, stft=stft,
-                               gain_range=(config.data.gain_min, config.data.gain_max), seed=config.seed,
-                               augmentation=config.data.augmentation(), sample_rate=config.data.sample_rate)
+    train_set = training_set(config, index, classes)
     val_list = make_mixture_list(index, "val", n_sources=config.data.n_sources, count=config.data.val_mixtures,
                                  seed=VAL_LIST_SEED, segment_samples=config.data.segment_samples, classes=classes)
     val_loader = torch.utils.data.DataLoader(FixedMixtureDataset(val_list, classes, stft, config.data.sample_rate),

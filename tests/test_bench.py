@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from sgn.config import apply_overrides, load_config
+from sgn.data import index_classes, read_index
+from sgn.train import training_set
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 
@@ -44,6 +49,21 @@ def test_bench_train_jobs_time_processes_at_once(tiny_synth):
                  "--jobs", "1", "2")
     rows = [line for line in stdout.splitlines() if line.startswith("| smoke | unet |")]
     assert len(rows) == 2 and "| 2 x " in rows[1] and "| 1 x " in rows[0]
+
+
+def test_bench_times_the_batches_the_training_loop_builds(tiny_synth):
+    """Augmentation happens where batches are built: a bench that built plain batches would
+    time an augmented recipe as if it were free (recipe_screen budgets with these times)."""
+    sys.path.insert(0, str(BENCH))
+    from bench_train import _setup
+
+    index = read_index(tiny_synth)
+    plain = apply_overrides(load_config("smoke"), [f"data.index={tiny_synth}"])
+    augmented = apply_overrides(plain, ["data.aug_eq_db=6", "data.aug_noise_db=30"])
+    benched = _setup(augmented, index, torch.device("cpu"))[0][3]
+    trained = training_set(augmented, index, index_classes(index))[3]
+    assert torch.equal(benched["mix_mag"], trained["mix_mag"])
+    assert not torch.equal(benched["mix_mag"], training_set(plain, index, index_classes(index))[3]["mix_mag"])
 
 
 def test_recipe_screen(tiny_synth, tmp_path):

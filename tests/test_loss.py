@@ -1,12 +1,14 @@
 """The training objective on hand-made batches: its targets, its weights, and that each term
 responds to the output it should and to nothing else."""
 
+import math
+
 import pytest
 import torch
 
 from sgn.config import LossConfig
 from sgn.interface import SeparatorOutput, TokenLayout
-from sgn.loss import separation_loss, total_loss
+from sgn.loss import presence_loss, separation_loss, total_loss
 
 CLASSES = ["a", "b", "c", "d"]
 BIG = 30.0  # a logit this large is a probability of 1 - 1e-13
@@ -155,3 +157,20 @@ def test_patch_pool_matches_the_token_grid():
     assert pooled.shape == (1, 2, 2)
     assert pooled[0, 0, 0] == values[:2, :4].mean()
     assert pooled[0, 1, 1] == values[2:, 4:].sum() / 8  # the padded frames count as zeros
+
+
+@pytest.mark.parametrize("n_present", [1, 2, 4])
+def test_balanced_presence_loss_gives_present_and_absent_classes_equal_weight(n_present):
+    """At logit 0 every class's gradient is -0.5 (present) or +0.5 (absent): the plain mean weighs
+    the two sets by their sizes (N against C - N), the balanced loss by half each."""
+    present = torch.zeros(3, 11)
+    present[:, :n_present] = 1.0
+    sums = {}
+    for balanced in (False, True):
+        logits = torch.zeros(3, 11, requires_grad=True)
+        loss = presence_loss(logits, present, balanced)
+        assert loss.item() == pytest.approx(math.log(2))
+        loss.backward()
+        sums[balanced] = (logits.grad[present.bool()].sum().item(), logits.grad[~present.bool()].sum().item())
+    assert sums[True][0] == pytest.approx(-0.25) and sums[True][1] == pytest.approx(0.25)
+    assert sums[False][1] / -sums[False][0] == pytest.approx((11 - n_present) / n_present)
