@@ -18,12 +18,17 @@ FLOPs over the step time, as a fraction of that peak.
 
 Run: ``python bench/bench_train.py [--config cpu] [--arch sgn unet] [--steps 5]
 [--precision fp32 bf16] [--attention fused math] [--compile off on] [--segments 8192 32768] [--batches 8 32]
-[--sources 1 3] [--jobs 1 2] [--flops [--peak-tflops 989]]
+[--sources 1 3] [--jobs 1 2] [--rounds 5] [--flops [--peak-tflops 989]]
 [--csv FILE]``.
+
+``--rounds N`` times every row N times, going through all rows in each round, and reports
+the medians with the range of the rounds' step times: on a shared or frequency-scaling
+machine a slow minute then lands on every row alike instead of on one (step times here have
+moved 10-20% between runs a minute apart).
 
 ``--jobs 1 2`` also times each row with that many training processes at once, each with an
 equal share of the cores (as :func:`sgn.train.train_all` trains independent runs):
-``mixtures/s`` is then their sum, and ``step (s)`` the median of their own step times.
+``mixtures/s`` is then the processes' together, and ``step (s)`` the median of their own step times.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -131,18 +137,25 @@ def profile_step(config, index, device, top: int = 12) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 
-def table_row(name: str, arch: str, segment: int, batch: int, sources, times: list[StepTimes], threads: int,
+def table_row(name: str, arch: str, segment: int, batch: int, sources, rounds: list[tuple[list[StepTimes], int]],
               config, flops: bool, peak_tflops: float | None) -> dict[str, str]:
-    """One row of the printed table (and of ``--csv``): formatted values by column name; ``times``
-    holds one entry per process that trained at once (``threads`` threads each)."""
-    mixtures_s = sum(batch / (t.step_s + t.load_s) for t in times)
-    step_s, load_s = statistics.median(t.step_s for t in times), statistics.median(t.load_s for t in times)
-    first, sample_rate = times[0], config.data.sample_rate
+    """One row of the printed table (and of ``--csv``): formatted values by column name. ``rounds``
+    holds each round's timing: one entry per process that trained at once, and the threads each
+    had. Steps and batches are the medians over processes and rounds; with several rounds, ``step
+    range (s)`` gives the lowest and highest round."""
+    per_round = [(statistics.median(t.step_s for t in times), statistics.median(t.load_s for t in times))
+                 for times, _ in rounds]
+    step_s, load_s = (statistics.median(column) for column in zip(*per_round))
+    (times, threads), sample_rate = rounds[0], config.data.sample_rate
+    mixtures_s = len(times) * batch / (step_s + load_s)
+    first = times[0]
     row = {"config": name, "arch": arch, "precision": config.precision, "attention": config.attention,
            "compile": "on" if config.compile else "off",
            "segment (samples)": str(segment), "batch": str(batch), "sources": str(sources),
            "processes x threads": f"{len(times)} x {threads}", "first step (s)": f"{first.first_s:.1f}",
            "step (s)": f"{step_s:.3f}", "data (s)": f"{load_s:.3f}",
+           **({"step range (s)": f"{min(r[0] for r in per_round):.3f}-{max(r[0] for r in per_round):.3f}"}
+              if len(rounds) > 1 else {}),
            "mixtures/s": f"{mixtures_s:.1f}", "audio s/s": f"{mixtures_s * segment / sample_rate:.1f}",
            "peak GPU memory (GiB)": "n/a" if first.peak_gib is None else f"{first.peak_gib:.2f}"}
     if flops:
@@ -153,12 +166,41 @@ def table_row(name: str, arch: str, segment: int, batch: int, sources, times: li
     return row
 
 
+def _cases(args):
+    """Each row's ``(config name, arch, segment, batch, sources, config)``: every config, architecture
+    and mode (precision, attention, compile), with the config's sizes and each size varied alone."""
+    for name in args.config:
+        base = load_config(name)
+        base_segment, base_batch, base_sources = base.data.segment_samples, base.optim.batch_size, base.data.n_sources
+        variants = [(base_segment, base_batch, base_sources)]  # (segment_samples, batch_size, n_sources)
+        variants += [(s, base_batch, base_sources) for s in args.segments]
+        variants += [(base_segment, b, base_sources) for b in args.batches]
+        variants += [(base_segment, base_batch, str(n)) for n in args.sources]
+        modes = list(itertools.product(args.precision or [base.precision], args.attention or [base.attention],
+                                       [c == "on" for c in args.compile] if args.compile else [base.compile]))
+        for arch, (precision, attention, compiled), (segment, batch, sources) in itertools.product(
+                args.arch, modes, variants):
+            config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
+                                            f"optim.batch_size={batch}", f"data.n_sources={sources}",
+                                            f"precision={precision}", f"attention={attention}", f"compile={compiled}"])
+            yield name, arch, segment, batch, sources, config
+
+
+def _time_row(config, index, args, device, jobs: int) -> tuple[list[StepTimes], int]:
+    """One timing of a row: each process's times, and the threads each had."""
+    if jobs == 1:
+        return [time_steps(config, index, device, args.steps, count_flops=args.flops)], torch.get_num_threads()
+    return time_concurrent(config, args.index, device, args.steps, jobs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", nargs="+", default=["cpu"])
     parser.add_argument("--arch", nargs="+", default=["sgn", "unet"])
     parser.add_argument("--index", default="data/synth_music/index.csv")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time every row this many times, the rows interleaved; report the median")
     parser.add_argument("--segments", type=int, nargs="*", default=[], help="also time these segment lengths")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="also time these batch sizes")
     parser.add_argument("--sources", type=int, nargs="*", default=[],
@@ -185,6 +227,8 @@ def main() -> None:
             parser.error(f"{name}: expected positive numbers, got {values}")
     if args.peak_tflops is not None and not (args.flops and args.peak_tflops > 0):
         parser.error(f"--peak-tflops: expected a positive number with --flops, got {args.peak_tflops}")
+    if args.rounds < 1:
+        parser.error(f"--rounds: expected a positive number, got {args.rounds}")
     if any(j < 1 for j in args.jobs) or (args.flops and args.jobs != [1]):
         parser.error(f"--jobs: expected positive numbers (only 1 with --flops), got {args.jobs}")
     device = resolve_device(args.device)
@@ -197,35 +241,28 @@ def main() -> None:
 
     print(machine_line())
     print()
+    cases = list(_cases(args))
+    timed: dict[tuple[int, int], list] = {}  # (case, jobs) -> each round's (times, threads)
     rows, profiles = [], []
-    for name in args.config:
-        base = load_config(name)
-        base_segment, base_batch, base_sources = base.data.segment_samples, base.optim.batch_size, base.data.n_sources
-        variants = [(base_segment, base_batch, base_sources)]  # (segment_samples, batch_size, n_sources)
-        variants += [(s, base_batch, base_sources) for s in args.segments]
-        variants += [(base_segment, b, base_sources) for b in args.batches]
-        variants += [(base_segment, base_batch, str(n)) for n in args.sources]
-        modes = list(itertools.product(args.precision or [base.precision], args.attention or [base.attention],
-                                       [c == "on" for c in args.compile] if args.compile else [base.compile]))
-        for arch, (precision, attention, compiled), (segment, batch, sources) in itertools.product(
-                args.arch, modes, variants):
-            config = apply_overrides(base, [f"model.arch={arch}", f"data.segment_samples={segment}",
-                                            f"optim.batch_size={batch}", f"data.n_sources={sources}",
-                                            f"precision={precision}", f"attention={attention}", f"compile={compiled}"])
+    bar = tqdm(total=args.rounds * len(cases) * len(args.jobs), desc="timing", unit="row", disable=args.rounds == 1,
+               file=sys.stderr)
+    for round_ in range(args.rounds):  # rounds interleave the rows: a slow minute hits every row alike
+        for i, (name, arch, segment, batch, sources, config) in enumerate(cases):
             for jobs in args.jobs:
-                if jobs == 1:
-                    times = [time_steps(config, index, device, args.steps, count_flops=args.flops)]
-                    threads = torch.get_num_threads()
-                else:
-                    times, threads = time_concurrent(config, args.index, device, args.steps, jobs)
-                rows.append(table_row(name, arch, segment, batch, sources, times, threads, config, args.flops,
+                timed.setdefault((i, jobs), []).append(_time_row(config, index, args, device, jobs))
+                bar.update(1)
+                if round_ < args.rounds - 1:
+                    continue
+                rounds = timed[(i, jobs)]
+                rows.append(table_row(name, arch, segment, batch, sources, rounds, config, args.flops,
                                       args.peak_tflops))
                 if len(rows) == 1:  # the header, once the columns are known
                     print("| " + " | ".join(rows[0]) + " |")
                     print("|" + "---|" * len(rows[0]))
                 print("| " + " | ".join(rows[-1].values()) + " |", flush=True)
-            if args.profile:
+            if args.profile and round_ == args.rounds - 1:
                 profiles.append((rows[-1], profile_step(config, index, device)))
+    bar.close()
     for row, table in profiles:
         print(f"\n{row['config']} {row['arch']} {row['precision']} attention {row['attention']} compile {row['compile']}: "
               "one step, top operators")

@@ -46,9 +46,10 @@ def test_bench_train_precisions_and_attention_kernels(tiny_synth):
 
 def test_bench_train_jobs_time_processes_at_once(tiny_synth):
     stdout = run("bench_train.py", "--config", "smoke", "--index", str(tiny_synth), "--steps", "1", "--arch", "unet",
-                 "--jobs", "1", "2")
+                 "--jobs", "1", "2", "--rounds", "2")
     rows = [line for line in stdout.splitlines() if line.startswith("| smoke | unet |")]
-    assert len(rows) == 2 and "| 2 x " in rows[1] and "| 1 x " in rows[0]
+    assert len(rows) == 2 and "| 2 x " in rows[1] and "| 1 x " in rows[0]  # one row each, over both rounds
+    assert "step range (s)" in stdout
 
 
 def test_bench_times_the_batches_the_training_loop_builds(tiny_synth):
@@ -86,6 +87,7 @@ def test_bench_metrics():
     ("bench_train.py", ["--sources", "0"], "--sources: expected positive numbers"),
     ("bench_train.py", ["--peak-tflops", "989"], "--peak-tflops: expected a positive number with --flops"),
     ("bench_train.py", ["--jobs", "0"], "--jobs: expected positive numbers"),
+    ("bench_train.py", ["--rounds", "0"], "--rounds: expected a positive number"),
     ("bench_train.py", ["--index", "no/such/index.csv"], "--index: no/such/index.csv: index file not found"),
     ("bench_separate.py", ["--seconds", "0"], "--seconds must be positive"),
 ])
