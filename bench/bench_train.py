@@ -2,7 +2,8 @@
 
 Times full optimisation steps (forward, the training loss, backward, AdamW) on batches
 built as the training loop builds them (:func:`sgn.train.training_set`: gains,
-augmentation) from ``--index``, after warm-up steps; data loading is timed separately so the table shows whether it is a bottleneck.
+augmentation) from ``--index``, after warm-up steps; data loading is timed separately so
+the table shows whether it is a bottleneck.
 Also shows how the step time grows with the segment length, the batch size and the
 number of sources per mixture (each varied alone from the config's values).
 
@@ -159,7 +160,7 @@ def table_row(name: str, arch: str, segment: int, batch: int, sources, rounds: l
            "mixtures/s": f"{mixtures_s:.1f}", "audio s/s": f"{mixtures_s * segment / sample_rate:.1f}",
            "peak GPU memory (GiB)": "n/a" if first.peak_gib is None else f"{first.peak_gib:.2f}"}
     if flops:
-        achieved = first.flops / first.step_s / 1e12
+        achieved = first.flops / step_s / 1e12  # the row's step: with --rounds, the median round
         row["GFLOP/step"] = f"{first.flops / 1e9:.1f}"
         row["TFLOP/s"] = f"{achieved:.2f}"
         row["MFU"] = "n/a" if peak_tflops is None else f"{achieved / peak_tflops:.1%}"
@@ -264,8 +265,8 @@ def main() -> None:
                 profiles.append((rows[-1], profile_step(config, index, device)))
     bar.close()
     for row, table in profiles:
-        print(f"\n{row['config']} {row['arch']} {row['precision']} attention {row['attention']} compile {row['compile']}: "
-              "one step, top operators")
+        print(f"\n{row['config']} {row['arch']} {row['precision']} attention {row['attention']} "
+              f"compile {row['compile']}: one step, top operators")
         print(table)
     if args.csv is not None:
         pd.DataFrame(rows).to_csv(args.csv, index=False, lineterminator="\n")

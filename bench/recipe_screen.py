@@ -118,7 +118,8 @@ def print_table(results, variants: dict, split: str, args) -> None:
         diff = "" if row.variant == reference else f"{row.diff:+.2f} [{row.diff_low:+.2f}, {row.diff_high:+.2f}]"
         presence = means.loc[row.variant].reindex(["presence_recall", "presence_precision"])  # NaN: no presence head
         presence = "n/a" if presence.isna().any() else f"{presence.iloc[0]:.2f} / {presence.iloc[1]:.2f}"
-        print(f"| {row.variant} | {variants[row.variant]['optim.max_steps']} | {means.loc[row.variant, 'train_minutes']:.2f} "
+        minutes = means.loc[row.variant, "train_minutes"]
+        print(f"| {row.variant} | {variants[row.variant]['optim.max_steps']} | {minutes:.2f} "
               f"| {row.mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] | {diff} | {presence} |", flush=True)
 
 

@@ -84,8 +84,9 @@ def attention_kernel(attention: str, precision: str, device: torch.device) -> Ca
     matmul-softmax-matmul, ``auto`` math under bf16 on a CPU and PyTorch's choice elsewhere.
 
     Why ``auto`` differs by device: the CPU's bf16 flash-attention backward was the SGN step's
-    largest cost; the math kernel made the bf16 step 16% faster (2 cores, AVX512-BF16, 2026-12-05)
-    but the fp32 step 3% slower, and on a GPU the fused kernels are the fast ones.
+    largest cost; the math kernel made the bf16 step 8-12% shorter (2 cores, AVX512-BF16,
+    2026-12-05: 8% more steps in the same training wall-clock) but the fp32 step 3% slower, and on
+    a GPU the fused kernels are the fast ones.
     """
     if attention not in ATTENTIONS:
         raise SGNError(f"attention: expected one of {list(ATTENTIONS)}, got {shorten(attention)}")
