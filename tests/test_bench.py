@@ -52,10 +52,10 @@ def test_bench_train_jobs_time_processes_at_once(tiny_synth):
     assert "step range (s)" in stdout
 
 
-def test_bench_times_the_batches_the_training_loop_builds(tiny_synth):
+def test_bench_times_the_batches_the_training_loop_builds(tiny_synth, monkeypatch):
     """Augmentation happens where batches are built: a bench that built plain batches would
     time an augmented recipe as if it were free (recipe_screen budgets with these times)."""
-    sys.path.insert(0, str(BENCH))
+    monkeypatch.syspath_prepend(str(BENCH))
     from bench_train import _setup
 
     index = read_index(tiny_synth)
