@@ -45,6 +45,10 @@ def test_smoke_pipeline_results(smoke_book):
     headline = pd.read_csv(results_dir / "03_evaluate" / "headline.csv")
     assert {"sgn", "unet", "nmf", "mixture", "irm", "ibm"} <= set(headline["method"])
     assert (results_dir / "02_train" / "curves.png").stat().st_size > 1000
+    presence = pd.read_csv(results_dir / "03_evaluate" / "presence.csv")  # the SGN models' head, every list
+    assert set(presence["method"]) == {"sgn", "sgn_paper"} and set(presence["metric"]) == {"recall", "precision", "exact"}
+    assert set(presence["list"]) == set(pd.read_csv(results_dir / "03_evaluate" / "paired_differences.csv")["list"])
+    assert presence["mean"].between(0, 1).all() and (presence["ci_low"] <= presence["mean"]).all()
     ablation = pd.read_csv(results_dir / "04_ablation_class_tokens" / "ablation_sdr.csv")
     assert set(ablation["variant"]) == {"full", "paper", "no_class_tokens", "no_grouping", "no_ce", "no_bce",
                                         "shared_tokens", "k2"}
