@@ -70,7 +70,7 @@ from sgn.loss import LOSS_TERMS, separation_loss, total_loss
 from sgn.metrics import SilentSignalError, best_presence_threshold, bss_eval_sources_batch, score_padded_batch
 from sgn.runs import open_run
 from sgn.utils import SGNError, atomic_write_text, check_output, git_commit, shorten
-from sgn.workers import share_of_cores, watched, worker_pool
+from sgn.workers import rebalance_threads, running_task, share_of_cores, watched, worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -355,8 +355,9 @@ def train_all(runs: Sequence[tuple[TrainConfig, str | os.PathLike]], *, jobs: in
     ``jobs`` > 1 on a CPU trains that many runs at once, each in its own process with an
     equal share of the cores: two single-thread runs on 2 cores train 1.17x (SGN) to 1.22x
     (U-Net) the mixtures per second of one two-thread run (README "Learning per CPU-minute"), since the
-    small kernels of one step do not keep two threads busy. On CUDA the runs take turns
-    on the one GPU.
+    small kernels of one step do not keep two threads busy. When fewer runs than ``jobs`` are
+    left, each takes an equal share of the cores again at its next step
+    (:func:`sgn.workers.rebalance_threads`). On CUDA the runs take turns on the one GPU.
     """
     runs = [(config, Path(out_dir)) for config, out_dir in runs]
     folders = [out_dir.resolve() for _, out_dir in runs]
@@ -384,7 +385,8 @@ def train_all(runs: Sequence[tuple[TrainConfig, str | os.PathLike]], *, jobs: in
 def _train_resumed(config: TrainConfig, out_dir: Path, device: str) -> tuple[Path, list[dict]]:
     """One run of :func:`train_all`, as the notebooks train it; in a pool worker too (a top-level
     function: "spawn" imports it)."""
-    return out_dir, train(config, out_dir, device=device, resume=True, stale="retrain", progress=False)
+    with running_task():
+        return out_dir, train(config, out_dir, device=device, resume=True, stale="retrain", progress=False)
 
 
 @dataclass
@@ -477,8 +479,7 @@ def _mean_over_ranks(losses: dict[str, torch.Tensor], world_size: int) -> dict[s
 def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int, world_size: int, *,
            resume: bool, stale: str, progress: bool, stop_after: int | None, overwrite: bool) -> list[dict]:
     master, ddp = rank == 0, world_size > 1  # only the master process logs and writes
-    # precision and attention kernel; a bad precision fails before any write
-    compute = training_context(config.precision, config.attention, device_t)
+    compute = training_context(config.precision, config.attention, device_t)  # a bad precision fails before any write
     run = open_run(out_dir, config, resume=resume, stale=stale, write=master, overwrite=overwrite)
     if ddp:
         dist.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -503,6 +504,7 @@ def _train(config: TrainConfig, out_dir: Path, device_t: torch.device, rank: int
                desc=f"train {config.model.arch}", unit="step")
     state.model.train()
     for batch in loader:
+        rebalance_threads()  # in train_all's pool: a run left alone takes the cores of the finished ones
         batch = {k: v.to(device_t, non_blocking=True) for k, v in batch.items()}
         losses, grad_norm = train_step(state, forward, batch, config, compute)
         clock.items += config.optim.batch_size

@@ -23,6 +23,8 @@ from sgn.utils import SGNError
 
 _PR_SET_PDEATHSIG = 1
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# In a pool worker: how many of the pool's tasks run now (shared by its workers; see running_task).
+_running = None
 
 
 def share_of_cores(processes: int) -> int:
@@ -42,8 +44,9 @@ def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
     """
     saved = {name: os.environ.get(name) for name in THREAD_ENV}
     os.environ.update({name: str(threads) for name in THREAD_ENV})
-    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent, initargs=(os.getpid(), threads))
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_die_with_parent,
+                               initargs=(os.getpid(), threads, context.Value("i", 0)))
     try:
         yield pool
     finally:
@@ -53,6 +56,35 @@ def worker_pool(jobs: int, threads: int = 1) -> Iterator[ProcessPoolExecutor]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def running_task() -> Iterator[None]:
+    """Count the block as one of its pool's running tasks, for :func:`rebalance_threads` (nothing
+    outside a pool worker)."""
+    if _running is None:
+        yield
+        return
+    with _running.get_lock():
+        _running.value += 1
+    try:
+        yield
+    finally:
+        with _running.get_lock():
+            _running.value -= 1
+
+
+def rebalance_threads() -> None:
+    """In a pool worker, give torch an equal share of the cores among the pool's running tasks
+    (:func:`running_task`), so that a run left alone by its finished siblings takes the cores they
+    leave idle; nothing outside a pool worker. Cheap enough to call every training step."""
+    running = 0 if _running is None else _running.value
+    if running < 1:  # not in a pool worker, or in one whose task is not counted
+        return
+    threads = share_of_cores(running)
+    torch = sys.modules["torch"]
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
 
 
 def watched(pool: ProcessPoolExecutor, futures: Mapping[Future, str], stall_s: float, doing: str) -> Iterator[Any]:
@@ -87,12 +119,15 @@ def _kill_workers(pool: ProcessPoolExecutor) -> None:
             process.kill()
 
 
-def _die_with_parent(parent_pid: int, threads: int) -> None:
-    """Pool initializer: an end when ``parent_pid`` dies, and torch's threads if it is loaded already.
+def _die_with_parent(parent_pid: int, threads: int, running) -> None:
+    """Pool initializer: an end when ``parent_pid`` dies, torch's threads if it is loaded already,
+    and the pool's count of running tasks (``running``, a shared integer).
 
     Linux delivers SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); elsewhere a
     daemon thread polls the parent pid.
     """
+    global _running
+    _running = running
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
     if not _kill_me_with_parent():
