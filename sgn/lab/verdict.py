@@ -170,20 +170,22 @@ def _num_sources_rows(sdri: pd.DataFrame | None, recall: pd.DataFrame | None) ->
                       "the mixture", r.mean, r.ci_low, r.ci_high, "above") for r in two.itertuples()]
     if recall is not None:
         two = recall[(recall["variant"] == "trained_on_2") & (recall["n_sources"] == 2)]
-        rows += [_row("presence_ablation", "trained on 2, N = 2, classes guessed", "the presence head's recall",
-                      f"the goal {PRESENCE_RECALL_GOAL}", r.mean, r.ci_low, r.ci_high, "above", unit="",
-                      reference=PRESENCE_RECALL_GOAL) for r in two.itertuples()]
+        rows += [_recall_row("presence_ablation", "trained on 2, N = 2, classes guessed", "the presence head's recall",
+                             r) for r in two.itertuples()]
     return rows
 
 
 def _presence_rows(presence: pd.DataFrame | None) -> list[dict]:
     """Evidence from chapter 03: the trained SGN models' presence recall on every two-source list."""
-    rows = []
-    for item in ([] if presence is None else presence[presence["metric"] == "recall"].itertuples()):
-        rows.append(_row("presence", f"`{item.list}`, classes guessed", f"the presence head of {model_label(item.method)}",
-                         f"the goal {PRESENCE_RECALL_GOAL}", item.mean, item.ci_low, item.ci_high, "above", unit="",
-                         reference=PRESENCE_RECALL_GOAL))
-    return rows
+    recall = [] if presence is None else presence[presence["metric"] == "recall"].itertuples()
+    return [_recall_row("presence", f"`{r.list}`, classes guessed", f"the presence head of {model_label(r.method)}", r)
+            for r in recall]
+
+
+def _recall_row(claim: str, test: str, who: str, interval) -> dict:
+    """A presence recall (``interval``: ``mean``, ``ci_low``, ``ci_high``) against :data:`PRESENCE_RECALL_GOAL`."""
+    return _row(claim, test, who, f"the goal {PRESENCE_RECALL_GOAL}", interval.mean, interval.ci_low, interval.ci_high,
+                "above", unit="", reference=PRESENCE_RECALL_GOAL)
 
 
 def _unseen_bank_rows(folds: pd.DataFrame | None) -> list[dict]:
